@@ -1,0 +1,1 @@
+"""Backend plugins, one module per target (installed as ``ofa_deploy.backends``)."""

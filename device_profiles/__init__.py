@@ -1,0 +1,1 @@
+"""Device profiles, one YAML per device (installed as ``ofa_deploy.device_profiles``)."""

@@ -1,0 +1,1 @@
+"""The ``ofa-deploy`` command line: one module per verb, wired together in :mod:`.main`."""

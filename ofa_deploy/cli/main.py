@@ -1,0 +1,58 @@
+"""Entry point: parse arguments, run one verb, turn failures into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ofa_deploy import __version__
+from ofa_deploy.cli import extract, info
+from ofa_deploy.errors import OFADeployError
+
+VERBS = (info, extract)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ofa-deploy",
+        description="Profile, predict, search, compile and ship Once-for-All sub-networks for your devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"ofa-deploy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        verb.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except OFADeployError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ofa-deploy {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"ofa-deploy {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything unforeseen: still one line unless -v
+        if args.verbose:
+            traceback.print_exc()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"ofa-deploy {args.verb}: internal error: {type(exc).__name__}: {detail} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Every user-facing failure is one of these; the CLI turns it into one line and an exit code.
+
+Exit codes (DESIGN.md): 2 bad input, 3 target unavailable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+
+class OFADeployError(Exception):
+    """Base class: a failure the user can act on. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class BadInputError(OFADeployError):
+    """Unreadable or invalid file, value outside the space, unknown name, infeasible constraint."""
+
+    exit_code = 2
+
+
+class InvalidArchError(BadInputError):
+    """An architecture that is not in the OFA space (names the field and the allowed values)."""
+
+
+class CheckpointMismatchError(BadInputError):
+    """A state_dict whose keys or shapes do not fit the supernet."""
+
+
+class TargetUnavailableError(OFADeployError):
+    """No device, no runtime, or the target went away."""
+
+    exit_code = 3
+
+
+class RuntimeMissingError(TargetUnavailableError):
+    """A backend's Python runtime is not installed; the message names the pip extra."""

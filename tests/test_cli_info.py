@@ -1,0 +1,118 @@
+"""``ofa-deploy info`` and the CLI's error conventions (one line on stderr, exit codes)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ofa_deploy.cli.main import main
+from ofa_deploy.supernet import OFAMobileNetV3
+
+TUTORIAL = {
+    "ks": [5, 3, 3, 3, 5, 3, 3, 3, 7, 7, 3, 3, 5, 5, 7, 3, 3, 3, 5, 3],
+    "e": [3, 3, 3, 3, 4, 4, 3, 3, 6, 3, 4, 3, 4, 4, 4, 3, 6, 6, 6, 3],
+    "d": [2, 2, 3, 4, 3],
+    "r": 192,
+}
+
+
+def write(tmp_path, data, name="arch.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_info_json(tmp_path, capsys):
+    assert main(["info", "--arch", write(tmp_path, TUTORIAL), "--width-mult", "1.2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["width_mult"] == 1.2 and doc["resolution"] == 192
+    assert doc["params"] == 7_711_880
+    assert len(doc["stages"]) == 5 and doc["stages"][3]["depth"] == 4
+    assert doc["peak_memory_bytes"] > 0 and doc["flops_m"] == pytest.approx(doc["macs"] / 1e6)
+
+
+def test_info_table(tmp_path, capsys):
+    assert main(["info", "--arch", write(tmp_path, {**TUTORIAL, "width_mult": 1.2})]) == 0
+    out = capsys.readouterr().out
+    assert "width mult  1.2" in out and "k7e6 k7e3 k3e4" in out and "MFLOPs" in out
+
+
+def bad_cases():
+    base = dict(TUTORIAL)
+    yield "ks-length", {**base, "ks": [3] * 19}, "'ks' must have 20 entries"
+    yield "ks-value", {**base, "ks": [4] * 20}, "'ks' entry 0 is 4"
+    yield "ks-type", {**base, "ks": ["3"] * 20}, "'ks' entry 0 must be an integer"
+    yield "e-length", {**base, "e": [3] * 5}, "'e' must have 20 entries"
+    yield "e-value", {**base, "e": [3] * 19 + [8]}, "'e' entry 19 is 8"
+    yield "e-type", {**base, "e": 3}, "'e' must be a list"
+    yield "d-length", {**base, "d": [2] * 6}, "'d' must have 5 entries"
+    yield "d-value", {**base, "d": [1, 2, 2, 2, 2]}, "'d' entry 0 is 1"
+    yield "d-type", {**base, "d": [2.5] * 5}, "'d' entry 0 must be an integer"
+    yield "r-value", {**base, "r": 100}, "'r' is 100"
+    yield "r-type", {**base, "r": None}, "'r' must be an integer"
+    yield "missing-ks", {k: v for k, v in base.items() if k != "ks"}, "'ks' is missing"
+    yield "missing-e", {k: v for k, v in base.items() if k != "e"}, "'e' is missing"
+    yield "missing-d", {k: v for k, v in base.items() if k != "d"}, "'d' is missing"
+    yield "missing-r", {k: v for k, v in base.items() if k != "r"}, "'r' is missing"
+    yield "not-json", "{'ks': oops", "not valid JSON"
+    yield "not-object", "[]", "must be a JSON object"
+    yield "width-mult", {**base, "width_mult": 0.75}, "width multiplier 0.75 is not one of"
+
+
+@pytest.mark.parametrize(("case", "data", "words"), list(bad_cases()), ids=[c[0] for c in bad_cases()])
+def test_invalid_arch_exits_2_with_one_line(tmp_path, capsys, case, data, words):
+    assert main(["info", "--arch", write(tmp_path, data)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert words in lines[0] and "arch.json" in lines[0]
+
+
+def test_unreadable_file_exits_2(tmp_path, capsys):
+    assert main(["info", "--arch", str(tmp_path / "nope.json")]) == 2
+    assert "no such arch file" in capsys.readouterr().err
+    assert main(["info", "--arch", str(tmp_path)]) == 2  # a directory
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_verbose_shows_traceback(tmp_path, capsys):
+    assert main(["-v", "info", "--arch", write(tmp_path, {**TUTORIAL, "r": 1})]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_extract_with_mismatched_checkpoint_exits_2(tmp_path, capsys):
+    state = OFAMobileNetV3().state_dict()
+    del state["classifier.linear.bias"]
+    ckpt = tmp_path / "bad.pth"
+    torch.save(state, ckpt)
+    code = main(["extract", "--arch", write(tmp_path, TUTORIAL), "--supernet", str(ckpt), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classifier.linear.bias" in err[0] and "missing" in err[0]
+
+
+def test_extract_writes_loadable_subnet(tmp_path, capsys):
+    torch.manual_seed(0)
+    supernet = OFAMobileNetV3(width_mult=1.2)
+    ckpt = tmp_path / "w12.pth"
+    torch.save({"state_dict": supernet.state_dict()}, ckpt)
+    out = tmp_path / "sub"
+    assert (
+        main(["extract", "--arch", write(tmp_path, TUTORIAL), "--supernet", str(ckpt), "--out", str(out), "--json"])
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["width_mult"] == 1.2 and doc["weights"] == "checkpoint" and doc["params"] == 7_711_880
+    from ofa_deploy.nn.mobilenet_v3 import build_from_net_config
+
+    net = build_from_net_config(out / "net.config")
+    net.load_state_dict(torch.load(out / "weights.pth", weights_only=True))
+
+
+def test_console_script_runs():
+    """The installed entry point, as a user calls it."""
+    result = subprocess.run([sys.executable, "-m", "ofa_deploy.cli.main", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "info" in result.stdout
