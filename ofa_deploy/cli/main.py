@@ -8,10 +8,10 @@ import traceback
 from collections.abc import Sequence
 
 from ofa_deploy import __version__
-from ofa_deploy.cli import extract, info
+from ofa_deploy.cli import devices, extract, info, predict, profile, validate
 from ofa_deploy.errors import OFADeployError
 
-VERBS = (info, extract)
+VERBS = (devices, info, profile, predict, validate, extract)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"ofa-deploy {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. piped into `head`: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"ofa-deploy {args.verb}: interrupted", file=sys.stderr)
         return 130

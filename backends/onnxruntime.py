@@ -1,0 +1,51 @@
+"""Host CPU through ONNX Runtime's CPU execution provider (the default backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ofa_deploy.backend import Backend, require_module
+from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    extra = "onnx"
+    description = "host CPU, ONNX Runtime CPU execution provider"
+    artifact_suffix = ".onnx"
+
+    @classmethod
+    def settings_schema(cls) -> dict[str, str]:
+        return {"graph_optimization": "ONNX Runtime graph optimisation level: all (default), extended, basic, none"}
+
+    def _ort(self):
+        return require_module(self.name, self.extra, "onnxruntime")
+
+    def runtime_info(self) -> dict[str, str]:
+        ort = self._ort()
+        return {"runtime": "onnxruntime", "runtime_version": ort.__version__}
+
+    def session(self, model: bytes | str):
+        ort = self._ort()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.timing.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        level = self.settings.get("graph_optimization", "all")
+        options.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[level]
+        options.log_severity_level = 3
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def load(self, graph: Graph) -> Callable[[], Any]:
+        session = self.session(to_onnx_bytes(graph))
+        feed = {"input": np.random.default_rng(0).standard_normal(graph.input_shape, dtype=np.float32)}
+        return lambda: session.run(None, feed)

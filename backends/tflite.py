@@ -1,0 +1,73 @@
+"""Host CPU with TFLite kernels: the ai-edge-litert interpreter with XNNPACK (as on a phone's CPU)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from ofa_deploy.backend import Backend, require_module
+from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.tflite_writer import to_tflite_bytes
+
+
+@contextmanager
+def quiet_native_stderr():
+    """The interpreter prints an INFO line per model from C++; keep the user's terminal clean."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    extra = "tflite"
+    description = "host CPU, LiteRT (TFLite) interpreter with XNNPACK"
+    artifact_suffix = ".tflite"
+
+    @classmethod
+    def settings_schema(cls) -> dict[str, str]:
+        return {"xnnpack": "use the XNNPACK delegate (default true)"}
+
+    def _interpreter_module(self):
+        return require_module(self.name, self.extra, "ai_edge_litert.interpreter", "ai-edge-litert")
+
+    def runtime_info(self) -> dict[str, str]:
+        self._interpreter_module()
+        from importlib.metadata import version
+
+        return {"runtime": "ai-edge-litert", "runtime_version": version("ai-edge-litert")}
+
+    def interpreter(self, model: bytes):
+        module = self._interpreter_module()
+        resolver = (
+            module.OpResolverType.AUTO
+            if self.settings.get("xnnpack", True)
+            else module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        with quiet_native_stderr():
+            interpreter = module.Interpreter(
+                model_content=model, num_threads=self.timing.threads, experimental_op_resolver_type=resolver
+            )
+            interpreter.allocate_tensors()
+        return interpreter
+
+    def load(self, graph: Graph) -> Callable[[], Any]:
+        interpreter = self.interpreter(to_tflite_bytes(graph))
+        detail = interpreter.get_input_details()[0]
+        x = np.random.default_rng(0).standard_normal(tuple(detail["shape"]), dtype=np.float32)
+        interpreter.set_tensor(detail["index"], x)
+        return interpreter.invoke

@@ -1,0 +1,53 @@
+"""``ofa-deploy devices``: device profiles and which backends can run here."""
+
+from __future__ import annotations
+
+import argparse
+
+from ofa_deploy.backend import backend_class, backend_registry
+from ofa_deploy.cli.output import format_table, print_json
+from ofa_deploy.devices import builtin_profile_names, load_profile
+from ofa_deploy.errors import OFADeployError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("devices", help="list device profiles and the backends available here")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def backend_status() -> dict[str, dict]:
+    status = {}
+    for name in sorted(backend_registry()):
+        try:
+            cls = backend_class(name)
+            info = cls().runtime_info()
+            status[name] = {"available": True, **info, "target": cls.description, "extra": cls.extra}
+        except OFADeployError as exc:
+            status[name] = {"available": False, "reason": str(exc)}
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    backends = backend_status()
+    profiles = []
+    for name in builtin_profile_names():
+        profile = load_profile(name)
+        profiles.append({**profile.to_dict(), "available": backends.get(profile.backend, {}).get("available", False)})
+    if args.json:
+        print_json({"profiles": profiles, "backends": backends})
+        return 0
+    print("Device profiles (use with --device NAME):")
+    rows = [(p["name"], p["backend"], "yes" if p["available"] else "no", p["description"]) for p in profiles]
+    print(format_table(["profile", "backend", "ready", "description"], rows))
+    print("\nBackends:")
+    rows = [
+        (
+            name,
+            "yes" if s["available"] else "no",
+            f"{s['runtime']} {s['runtime_version']}" if s["available"] else s["reason"],
+        )
+        for name, s in backends.items()
+    ]
+    print(format_table(["backend", "ready", "runtime"], rows))
+    return 0

@@ -1,0 +1,45 @@
+"""``ofa-deploy predict``: latency of an arch from a LUT, with the per-operator breakdown."""
+
+from __future__ import annotations
+
+import argparse
+
+from ofa_deploy.cli.output import format_table, print_json
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.lut import load_lut
+from ofa_deploy.space import load_arch_file
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
+    p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
+    p.add_argument("--arch", required=True, help="Arch JSON file")
+    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUT")
+    p.add_argument("--uncalibrated", action="store_true", help="ignore the LUT's calibration")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = load_lut(args.lut, args.width_mult)
+    arch, data = load_arch_file(args.arch)
+    if "width_mult" in data and args.width_mult is None and float(data["width_mult"]) != table.width_mult:
+        raise BadInputError(
+            f"{args.arch} is for width multiplier {data['width_mult']} but {args.lut} is for {table.width_mult}"
+        )
+    breakdown = table.predict_breakdown(arch)
+    calibrated = table.calibration is not None and not args.uncalibrated
+    latency = table.predict(arch, calibrated=calibrated)
+    if args.json:
+        print_json({"latency_ms": latency, "breakdown": breakdown, "calibrated": calibrated})
+        return 0
+    rows = [(key, f"{ms:.4f}") for key, ms in breakdown.items()]
+    if table.call_overhead_ms:
+        rows.append(("(runtime call overhead, once)", f"{table.call_overhead_ms:.4f}"))
+    print(format_table(["operator", "ms"], rows))
+    note = ""
+    if calibrated:
+        c = table.calibration
+        note = f" (calibrated: {c.slope:.4f} x sum {c.intercept:+.4f} ms)"
+    print(f"\npredicted latency: {latency:.3f} ms{note}  [{table.name}, r{arch.r}, w{table.width_mult}]")
+    return 0

@@ -1,0 +1,85 @@
+"""``ofa-deploy profile``: measure a latency lookup table on a target."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile
+from ofa_deploy.cli.output import info, print_json
+from ofa_deploy.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile
+from ofa_deploy.space import check_width_mult
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile", help="measure a latency lookup table (LUT) on a target")
+    add_target_args(p)
+    p.add_argument("--resolutions", help="comma-separated resolutions or 'all' (default: the profile's)")
+    p.add_argument("--width-mult", type=float, help="1.0 or 1.2 (default: the profile's)")
+    p.add_argument("--out", required=True, help="LUT file to write (JSON)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_profile(args)
+    backend = make_backend(args, device)
+    resolutions = (
+        parse_resolutions(args.resolutions)
+        if args.resolutions
+        else (device.resolutions if device else parse_resolutions("160,176,192,208,224"))
+    )
+    width_mult = check_width_mult(
+        args.width_mult if args.width_mult is not None else (device.width_mult if device else 1.0)
+    )
+    plan = ProfilePlan.for_space(width_mult, resolutions)
+    runtime = backend.check()
+    metadata = {
+        "device": device.name if device else backend.name,
+        "backend": backend.name,
+        "runtime": runtime["runtime"],
+        "runtime_version": runtime["runtime_version"],
+        "threads": backend.timing.threads,
+        "timing": vars(backend.timing),
+        "settings": backend.settings,
+        "width_mult": width_mult,
+    }
+    out = Path(args.out)
+    info(
+        f"profiling {len(plan.ops)} distinct operators ({len(resolutions)} resolution(s), w{width_mult}) "
+        f"on {backend.name} [{runtime['runtime']} {runtime['runtime_version']}, {backend.timing.threads} thread(s)]"
+    )
+    started = time.time()
+    try:
+        table = profile(backend, plan, out, metadata, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        info(f"interrupted: measured keys are saved in {out}; rerun with --resume to continue")
+        return 130
+    elapsed = time.time() - started
+    ratio = drift_ratio(table)
+    summary = {
+        "out": str(out),
+        "keys": len(plan.ops),
+        "resolutions": list(resolutions),
+        "width_mult": width_mult,
+        "backend": backend.name,
+        "seconds": round(elapsed, 2),
+        "call_overhead_ms": table.call_overhead_ms,
+        "drift_ratio": round(ratio, 4),
+    }
+    if ratio > 1 + DRIFT_WARNING:
+        info(
+            f"warning: the reference operator's latency drifted by {100 * (ratio - 1):.0f}% during profiling "
+            "(machine load or thermal throttling); consider re-profiling when the target is idle"
+        )
+    if args.json:
+        print_json(summary)
+    else:
+        print(
+            f"wrote {out}: {len(plan.ops)} keys in {elapsed:.1f} s "
+            f"(overhead per call {table.call_overhead_ms * 1000:.1f} us, drift {100 * (ratio - 1):.1f}%)"
+        )
+    return 0

@@ -1,0 +1,68 @@
+"""``ofa-deploy validate``: measured vs predicted on sampled sub-networks, and calibration."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_deploy.backend import TimingOptions
+from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile
+from ofa_deploy.cli.output import format_table, info, print_json
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.lut import load_lut
+from ofa_deploy.validation import validate, write_outputs
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("validate", help="check a LUT against end-to-end measurements and calibrate it")
+    p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
+    add_target_args(p)
+    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUT")
+    p.add_argument("--samples", type=int, default=20, help="number of sub-networks (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for report.json, measurements.csv, scatter.png")
+    p.add_argument("--no-save", action="store_true", help="do not store the calibration in the LUT")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = load_lut(args.lut, args.width_mult)
+    lut_backend = table.metadata.get("backend")
+    if args.backend is None and args.device is None and lut_backend:
+        args.backend = lut_backend
+    device = resolve_profile(args)
+    timing = table.metadata.get("timing")
+    backend = make_backend(args, device, TimingOptions(**timing) if timing else None)
+    if lut_backend and lut_backend != backend.name:
+        raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
+    result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
+    paths = write_outputs(result, Path(args.out))
+    if not args.no_save:
+        table.calibration = result.calibration
+        target = Path(args.lut)
+        if table.metadata.get("format") == "official":
+            target = Path(args.out) / "lut.json"
+            info(f"{args.lut} is an official table; the calibrated copy is {target}")
+        table.save(target)
+    if args.json:
+        print_json(result.report)
+        return 0
+    rows = []
+    for name in ("rmse_ms", "mape", "kendall_tau", "acc5", "acc10"):
+        before, after = result.report["before"][name], result.report["after"][name]
+        fmt = "{:.1%}" if name in ("mape", "acc5", "acc10") else "{:.3f}"
+        rows.append((name, fmt.format(before), fmt.format(after)))
+    print(
+        f"{result.report['samples']} sub-networks on {backend.name}; figures on the "
+        f"{result.report['held_out']} held out of the calibration fit:"
+    )
+    print(format_table(["metric", "LUT sum", "calibrated"], rows))
+    c = result.calibration
+    print(
+        f"\ncalibration: measured ≈ {c.slope:.4f} x predicted {c.intercept:+.4f} ms"
+        + ("" if args.no_save else " (saved into the LUT)")
+    )
+    print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}")
+    return 0

@@ -1,0 +1,131 @@
+"""Device profiles: a name that expands to a full, validated target configuration.
+
+A profile is one YAML file in ``device_profiles/`` (installed as ``ofa_deploy.device_profiles``)
+or any path a user gives: the backend, its timing options and settings, and the width multiplier
+and resolutions to profile by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ofa_deploy.backend import Backend, TimingOptions, backend_class
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.space import RESOLUTIONS, check_resolutions, check_width_mult
+
+_KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing", "settings"}
+_TIMING_KEYS = {"threads", "warmup", "rounds", "runs", "instances"}
+
+
+@dataclass
+class DeviceProfile:
+    name: str
+    description: str
+    backend: str
+    width_mult: float = 1.0
+    resolutions: tuple[int, ...] = RESOLUTIONS
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def create_backend(self, **timing_overrides: int | None) -> Backend:
+        timing = {k: v for k, v in vars(self.timing).items()}
+        timing.update({k: v for k, v in timing_overrides.items() if v is not None})
+        return backend_class(self.backend)(timing=TimingOptions(**timing), **self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backend": self.backend,
+            "width_mult": self.width_mult,
+            "resolutions": list(self.resolutions),
+            "timing": dict(vars(self.timing)),
+            "settings": dict(self.settings),
+            "source": self.source,
+        }
+
+
+def _builtin_dir():
+    return resources.files("ofa_deploy.device_profiles")
+
+
+def builtin_profile_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def parse_profile(data: Any, source: str) -> DeviceProfile:
+    if not isinstance(data, dict):
+        raise BadInputError(f"{source}: a device profile must be a YAML mapping")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise BadInputError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+    for required in ("name", "backend"):
+        if not data.get(required):
+            raise BadInputError(f"{source}: device profile needs '{required}'")
+    timing = data.get("timing") or {}
+    if not isinstance(timing, dict) or set(timing) - _TIMING_KEYS:
+        raise BadInputError(f"{source}: 'timing' may only hold {sorted(_TIMING_KEYS)}")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise BadInputError(f"{source}: 'settings' must be a mapping")
+    cls = backend_class(str(data["backend"]))
+    unknown_settings = set(settings) - set(cls.settings_schema())
+    if unknown_settings:
+        raise BadInputError(
+            f"{source}: backend '{data['backend']}' has no setting(s) {sorted(unknown_settings)}; "
+            f"known: {sorted(cls.settings_schema())}"
+        )
+    resolutions = data.get("resolutions", list(RESOLUTIONS))
+    if not isinstance(resolutions, list):
+        raise BadInputError(f"{source}: 'resolutions' must be a list")
+    try:
+        res = check_resolutions(resolutions)
+    except BadInputError as exc:
+        raise BadInputError(f"{source}: {exc}") from None
+    return DeviceProfile(
+        name=str(data["name"]),
+        description=str(data.get("description", "")),
+        backend=str(data["backend"]),
+        width_mult=check_width_mult(data.get("width_mult", 1.0), source),
+        resolutions=res,
+        timing=TimingOptions(**timing),
+        settings=settings,
+        source=source,
+    )
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """A built-in profile by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such device profile file")
+        text, source = path.read_text(), str(path)
+    else:
+        entry = _builtin_dir() / f"{name_or_path}.yaml"
+        if not entry.is_file():
+            raise BadInputError(
+                f"unknown device '{name_or_path}'; built-in profiles: {', '.join(builtin_profile_names())} "
+                "(or give a path to a profile YAML)"
+            )
+        text, source = entry.read_text(), f"device_profiles/{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInputError(f"{source}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_profile(data, source)
+
+
+def default_profile_for(backend: str) -> DeviceProfile | None:
+    """The built-in profile whose backend is ``backend`` (first by name), if any."""
+    for name in builtin_profile_names():
+        profile = load_profile(name)
+        if profile.backend == backend:
+            return profile
+    return None

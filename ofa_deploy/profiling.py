@@ -1,0 +1,188 @@
+"""Build a latency lookup table by measuring every distinct operator on a backend.
+
+The table file is rewritten atomically after each measured key, so an interrupted run (Ctrl-C,
+kill -9, a device that vanished) loses at most the key in flight and ``--resume`` continues from
+the file. Each key is measured once even when several resolutions contain it.
+
+Per-call overhead: every per-operator model pays the runtime's fixed cost of one inference call,
+a whole network pays it once. It is measured first, subtracted from every entry and added back
+once per prediction (``metadata.call_overhead_ms``).
+
+Drift: every measurement also times a fixed reference operator (see :mod:`ofa_deploy.backend`);
+entries are normalised by it, its baseline is stored in ``metadata.reference``, and its raw
+latency every ``drift_every`` keys is kept in ``metadata.drift``. A change of more than 15% during
+profiling is reported rather than folded silently into the table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_deploy.backend import Backend, LatencyStats, Reference
+from ofa_deploy.errors import BadInputError, OFADeployError
+from ofa_deploy.lut import LatencyTable, new_metadata
+from ofa_deploy.ops import OpSpec, resolution_ops
+from ofa_deploy.space import check_resolutions
+
+DRIFT_WARNING = 0.15
+VALUE_FIELD = "estimate"
+
+
+@dataclass
+class ProfilePlan:
+    """What to measure: every operator of the space at these resolutions, by key."""
+
+    width_mult: float
+    resolutions: tuple[int, ...]
+    ops: dict[str, OpSpec]  # distinct keys, in measuring order
+    keys_by_resolution: dict[int, list[str]]
+
+    @classmethod
+    def for_space(cls, width_mult: float, resolutions: Sequence[int]) -> ProfilePlan:
+        res = check_resolutions(resolutions)
+        ops: dict[str, OpSpec] = {}
+        by_res: dict[int, list[str]] = {}
+        for r in res:
+            keys = []
+            for op in resolution_ops(r, width_mult):
+                ops.setdefault(op.key, op)
+                keys.append(op.key)
+            by_res[r] = keys
+        return cls(width_mult, res, ops, by_res)
+
+
+def reference_key(width_mult: float) -> str:
+    """The reference operator: a mid-sized block (stage 2, k3 e4, r160), the same for every table."""
+    return resolution_ops(160, width_mult)[30].key
+
+
+def table_reference(backend: Backend, table: LatencyTable) -> Reference | None:
+    """The table's reference operator loaded on ``backend`` with its stored baseline (None for
+    tables without one, such as the official ones: their measurements are then raw)."""
+    ref = table.metadata.get("reference")
+    if not ref:
+        return None
+    return backend.reference(ref["key"], float(ref["baseline_ms"]))
+
+
+def _record(stats: LatencyStats, overhead_ms: float) -> dict[str, float]:
+    """A table entry: official fields (count, mean, std) plus the robust estimate predictions use."""
+    return {
+        "count": stats.count,
+        "mean": max(stats.mean - overhead_ms, 0.0),
+        "std": stats.std,
+        "median": max(stats.median - overhead_ms, 0.0),
+        "min": max(stats.min - overhead_ms, 0.0),
+        VALUE_FIELD: max(stats.estimate - overhead_ms, 0.0),
+        "raw_estimate": max(stats.raw_estimate - overhead_ms, 0.0),
+        "reference_ms": stats.reference_ms,
+        "round_spread": stats.round_spread,
+    }
+
+
+def _compatible(existing: LatencyTable, metadata: dict[str, Any], path: Path) -> None:
+    for field in ("backend", "width_mult", "threads", "device"):
+        old, new = existing.metadata.get(field), metadata.get(field)
+        if old is not None and new is not None and old != new:
+            raise BadInputError(
+                f"{path}: cannot resume: the table was measured with {field}={old!r}, this run has {new!r} "
+                "(use another --out, or the same settings)"
+            )
+
+
+def start_table(out: Path, metadata: dict[str, Any], resume: bool) -> LatencyTable:
+    """A new table, or the one at ``out`` to continue (``--resume``); never overwrite measurements."""
+    if out.exists():
+        if not resume:
+            raise BadInputError(f"{out} already exists; pass --resume to continue it, or choose another --out")
+        table = LatencyTable.load(out)
+        if table.metadata.get("format") == "official":
+            raise BadInputError(f"{out}: cannot resume into an official YAML table; give a new --out")
+        _compatible(table, metadata, out)
+        table.metadata.update({k: v for k, v in metadata.items() if k not in ("date", "resolutions")})
+        return table
+    if resume:
+        print(f"note: {out} does not exist yet; starting a new table", file=sys.stderr)
+    return LatencyTable(tables={}, metadata={**metadata, "value_field": VALUE_FIELD}, source=str(out))
+
+
+def profile(
+    backend: Backend,
+    plan: ProfilePlan,
+    out: Path,
+    metadata: dict[str, Any],
+    resume: bool = False,
+    drift_every: int = 25,
+    progress: bool = True,
+    on_key: Callable[[str], None] | None = None,
+) -> LatencyTable:
+    """Measure every key of ``plan`` not yet in the table at ``out``; returns the table."""
+    backend.check()
+    table = start_table(out, {**new_metadata(), **metadata, "width_mult": plan.width_mult}, resume)
+    resolutions = sorted(set(table.metadata.get("resolutions", [])) | set(plan.resolutions))
+    table.metadata["resolutions"] = resolutions
+    measured = {key: rec for t in table.tables.values() for key, rec in t.items()}
+
+    if "reference" not in table.metadata:
+        ref = backend.reference(reference_key(plan.width_mult))
+        table.metadata["reference"] = {"key": ref.key, "baseline_ms": ref.baseline_ms}
+    reference = table_reference(backend, table)
+    if "call_overhead_ms" not in table.metadata:
+        table.metadata["call_overhead_ms"] = backend.measure_overhead(reference).estimate
+    overhead = float(table.metadata["call_overhead_ms"])
+    drift = table.metadata.setdefault("drift", [])
+
+    def place(key: str, record: dict[str, float]) -> None:
+        for r, keys in plan.keys_by_resolution.items():
+            if key in keys:
+                table.tables.setdefault(r, {})[key] = record
+
+    for key, record in measured.items():  # a resumed table may cover new resolutions with known keys
+        place(key, record)
+    todo = [op for key, op in plan.ops.items() if key not in measured]
+    table.save(out)
+    bar = _progress(len(plan.ops), len(plan.ops) - len(todo), enabled=progress)
+    started = time.time()
+    try:
+        for i, op in enumerate(todo):
+            stats = backend.measure([op], reference)[op.key]
+            if i % drift_every == 0 or i == len(todo) - 1:
+                drift.append(
+                    {"after_keys": len(measured) + i, "ms": stats.reference_ms, "t": round(time.time() - started, 2)}
+                )
+            place(op.key, _record(stats, overhead))
+            table.save(out)
+            if on_key:
+                on_key(op.key)
+            bar.update(1)
+    except OFADeployError as exc:
+        table.save(out)
+        raise type(exc)(f"{exc} (measured keys are saved in {out}; rerun with --resume to continue)") from None
+    finally:
+        bar.close()
+    return table
+
+
+def drift_ratio(table: LatencyTable) -> float:
+    """max/min of the reference operator's raw timings during profiling (1.0 = no drift)."""
+    values = [d["ms"] for d in table.metadata.get("drift", []) if d.get("ms")]
+    return max(values) / min(values) if len(values) > 1 else 1.0
+
+
+def _progress(total: int, done: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="profiling",
+        unit="key",
+        disable=not enabled or None,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

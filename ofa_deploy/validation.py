@@ -1,0 +1,173 @@
+"""Check a latency table against end-to-end measurements and fit its calibration.
+
+Sample N sub-networks (seeded), build each whole network, measure it on the backend with the
+same timing protocol as the table's entries (normalised by the table's reference operator when it
+has one), and compare with the table's prediction. Half of the
+samples fit ``measured ≈ slope · predicted + intercept``; the other half, held out, gives the
+before/after figures. The fitted calibration is stored in the table so later predictions use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_deploy.backend import Backend
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.lut import Calibration, LatencyTable, new_metadata
+from ofa_deploy.metrics import agreement, fit_linear
+from ofa_deploy.ops import arch_ops
+from ofa_deploy.profiling import table_reference
+from ofa_deploy.space import Arch, ArchBatch, sample_batch
+
+MIN_SAMPLES = 4
+
+
+@dataclass
+class ValidationResult:
+    archs: list[Arch]
+    predicted: np.ndarray  # uncalibrated
+    measured: np.ndarray  # in the table's time units (reference-normalised) when it has a reference
+    measured_raw: np.ndarray  # wall-clock, no normalisation
+    measured_std: np.ndarray
+    fit_mask: np.ndarray  # True: used to fit the calibration; False: held out
+    calibration: Calibration
+    report: dict[str, Any]
+
+
+def sample_archs(table: LatencyTable, n: int, seed: int) -> list[Arch]:
+    if n < MIN_SAMPLES:
+        raise BadInputError(f"--samples must be at least {MIN_SAMPLES} (half fit the calibration, half check it)")
+    batch = sample_batch(np.random.default_rng(seed), n * 2, resolutions=table.resolutions)
+    unique = batch[batch.unique_rows()]
+    return unique.to_archs()[:n]
+
+
+def validate(
+    table: LatencyTable,
+    backend: Backend,
+    n_samples: int,
+    seed: int = 0,
+    progress: bool = True,
+) -> ValidationResult:
+    backend.check()
+    archs = sample_archs(table, n_samples, seed)
+    w = table.width_mult
+    predicted = table.predict_batch(ArchBatch.from_archs(archs), calibrated=False)  # fails early on a missing key
+    reference = table_reference(backend, table)
+    measured, raw, spread = [], [], []
+    from tqdm import tqdm
+
+    for arch in tqdm(archs, desc="validating", unit="net", disable=not progress or None):
+        stats = backend.measure_graph(build_graph(arch_ops(arch, w)), reference)
+        measured.append(stats.estimate)
+        raw.append(stats.raw_estimate)
+        spread.append(stats.std)
+    measured_arr = np.asarray(measured)
+    fit_mask = np.zeros(len(archs), dtype=bool)
+    fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
+    slope, intercept = fit_linear(predicted[fit_mask], measured_arr[fit_mask])
+    calibration = Calibration(
+        slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=new_metadata()["date"]
+    )
+    held = ~fit_mask
+    report = {
+        "samples": len(archs),
+        "backend": backend.name,
+        "runtime": backend.runtime_info(),
+        "lut": table.source,
+        "width_mult": w,
+        "resolutions": table.resolutions,
+        "seed": seed,
+        "held_out": int(held.sum()),
+        "calibration": calibration.to_dict(),
+        "before": agreement(predicted[held], measured_arr[held]),
+        "after": agreement(calibration.apply(predicted[held]), measured_arr[held]),
+        "all_before": agreement(predicted, measured_arr),
+        "normalised_by_reference": reference is not None,
+        "raw_after": agreement(calibration.apply(predicted[held]), np.asarray(raw)[held]),
+    }
+    return ValidationResult(
+        archs, predicted, measured_arr, np.asarray(raw), np.asarray(spread), fit_mask, calibration, report
+    )
+
+
+def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out_dir / "report.json", "csv": out_dir / "measurements.csv", "plot": out_dir / "scatter.png"}
+    paths["report"].write_text(json.dumps(result.report, indent=2) + "\n")
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "arch_hash",
+                "r",
+                "predicted_ms",
+                "calibrated_ms",
+                "measured_ms",
+                "measured_raw_ms",
+                "measured_std_ms",
+                "split",
+                "arch",
+            ]
+        )
+        for i, arch in enumerate(result.archs):
+            writer.writerow(
+                [
+                    arch.stable_hash(),
+                    arch.r,
+                    f"{result.predicted[i]:.5f}",
+                    f"{result.calibration.apply(result.predicted[i]):.5f}",
+                    f"{result.measured[i]:.5f}",
+                    f"{result.measured_raw[i]:.5f}",
+                    f"{result.measured_std[i]:.5f}",
+                    "fit" if result.fit_mask[i] else "held_out",
+                    json.dumps(arch.to_dict(), separators=(",", ":")),
+                ]
+            )
+    plot_scatter(result, paths["plot"])
+    return paths
+
+
+def plot_scatter(result: ValidationResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    held = ~result.fit_mask
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=False)
+    for ax, (title, pred, metrics) in zip(
+        axes,
+        [
+            ("LUT sum (uncalibrated)", result.predicted, result.report["before"]),
+            ("calibrated", result.calibration.apply(result.predicted), result.report["after"]),
+        ],
+    ):
+        ax.scatter(result.measured[~held], pred[~held], s=14, alpha=0.5, label="fit half", color="tab:gray")
+        ax.scatter(result.measured[held], pred[held], s=16, alpha=0.9, label="held-out half", color="tab:blue")
+        lo = float(min(result.measured.min(), pred.min())) * 0.95
+        hi = float(max(result.measured.max(), pred.max())) * 1.05
+        xs = np.linspace(lo, hi, 10)
+        ax.plot(xs, xs, "k-", lw=1, label="measured = predicted")
+        ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.12, label="±10%")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_ylabel("predicted latency (ms)")
+        ax.set_title(
+            f"{title}\nheld-out: ±5% {metrics['acc5']:.0%}, ±10% {metrics['acc10']:.0%}, "
+            f"tau {metrics['kendall_tau']:.2f}",
+            fontsize=10,
+        )
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{result.report['backend']}: {result.report['samples']} sub-networks", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""Every host backend, run for real on a few operators and a small network."""
+
+import sys
+
+import pytest
+
+from ofa_deploy.backend import BUILTIN_BACKENDS, TimingOptions, backend_registry, create_backend
+from ofa_deploy.cli.main import main
+from ofa_deploy.errors import BadInputError, RuntimeMissingError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.ops import arch_ops, resolution_ops
+from ofa_deploy.space import smallest_arch
+
+FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert.interpreter"}
+
+
+@pytest.fixture(params=sorted(BUILTIN_BACKENDS))
+def backend(request):
+    return create_backend(request.param, FAST)
+
+
+def test_registry_lists_builtins():
+    assert set(BUILTIN_BACKENDS) <= set(backend_registry())
+
+
+def test_check_reports_runtime(backend):
+    info = backend.check()
+    assert info["runtime_version"] and info["threads"] == 1
+
+
+def test_measures_a_few_operators(backend):
+    ops = resolution_ops(128, 1.0)
+    chosen = [ops[0], ops[1], ops[30], ops[-3], ops[-1]]
+    stats = backend.measure(chosen)
+    assert list(stats) == [op.key for op in chosen]
+    for s in stats.values():
+        assert s.count == 6 and 0 < s.min <= s.median <= s.p99 and s.estimate > 0
+    # a block with SE costs more than global pooling
+    assert stats[ops[30].key].estimate > stats[ops[-3].key].estimate
+
+
+def test_reference_normalisation(backend):
+    reference = backend.reference(resolution_ops(160, 1.0)[30].key)
+    assert reference.baseline_ms > 0
+    stats = backend.measure_graph(build_graph(arch_ops(smallest_arch(128), 1.0)), reference)
+    assert stats.reference_ms > 0 and stats.raw_estimate > 0
+    # the normalised figure is the raw one rescaled by baseline / current reference speed
+    ratio = stats.estimate / stats.raw_estimate
+    assert 0.3 < ratio < 3.0
+
+
+def test_missing_runtime_names_the_extra(monkeypatch, backend, capsys):
+    monkeypatch.setitem(sys.modules, RUNTIME_MODULES[backend.name], None)  # import now raises ImportError
+    with pytest.raises(RuntimeMissingError, match=rf"pip install 'ofa-deploy\[{backend.extra}\]'"):
+        backend.check()
+    code = main(["profile", "--backend", backend.name, "--resolutions", "128", "--out", "/nonexistent/x.json"])
+    assert code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not installed" in err[0]
+
+
+def test_unknown_backend_and_setting():
+    with pytest.raises(BadInputError, match="unknown backend 'nope'"):
+        create_backend("nope")
+    with pytest.raises(BadInputError, match="has no setting"):
+        create_backend("onnxruntime", FAST, colour="red")
+    with pytest.raises(BadInputError, match="positive integer"):
+        TimingOptions(rounds=0)
