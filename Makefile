@@ -26,3 +26,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+bench: $(STAMP)
+	cd benchmarks && ../$(BIN)/python bench_profiling.py && ../$(BIN)/python bench_validate.py

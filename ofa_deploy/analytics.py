@@ -16,9 +16,13 @@ Conventions (the tests check them against forward hooks on the extracted torch n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
 
 from ofa_deploy.layout import BlockSpec, block_specs, conv_out_size, se_channels, widths_for
-from ofa_deploy.space import N_STAGES, Arch
+from ofa_deploy.slot_table import SlotTable
+from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
 
 BYTES_PER_ACTIVATION = 4
 
@@ -155,3 +159,35 @@ def arch_stats(arch: Arch, width_mult: float = 1.0) -> ArchStats:
         layers=layers,
         stages=stages,
     )
+
+
+METRICS = ("flops_m", "params_m", "memory_mb")
+
+
+@lru_cache(maxsize=32)
+def metric_tables(width_mult: float, resolutions: tuple[int, ...]) -> dict[str, SlotTable]:
+    """FLOPs (M), parameters (M) and peak memory (MiB) as slot tables, for whole populations."""
+    res = np.asarray(sorted(resolutions), dtype=np.int64)
+    shape = (len(res), N_BLOCKS, len(KERNEL_SIZES), len(EXPAND_RATIOS))
+    fixed = {m: np.zeros(len(res)) for m in METRICS}
+    slots = {m: np.zeros(shape) for m in METRICS}
+    scale = {"flops_m": 1e-6, "params_m": 1e-6, "memory_mb": BYTES_PER_ACTIVATION / 2**20}
+    for ri, r in enumerate(res.tolist()):
+        for ki, k in enumerate(KERNEL_SIZES):
+            for ei, e in enumerate(EXPAND_RATIOS):
+                uniform = Arch(ks=(k,) * N_BLOCKS, e=(e,) * N_BLOCKS, d=(MAX_DEPTH,) * N_STAGES, r=r)
+                stats = arch_stats(uniform, width_mult)
+                for spec in block_specs(uniform, width_mult)[1:]:
+                    layers = _block_layers(spec, 0)
+                    slots["flops_m"][ri, spec.index, ki, ei] = sum(x.macs for x in layers) * scale["flops_m"]
+                    slots["params_m"][ri, spec.index, ki, ei] = sum(x.params for x in layers) * scale["params_m"]
+                    slots["memory_mb"][ri, spec.index, ki, ei] = (
+                        max(x.peak_activations for x in layers) * scale["memory_mb"]
+                    )
+        outside = [x for x in stats.layers if x.stage is None]
+        fixed["flops_m"][ri] = sum(x.macs for x in outside) * scale["flops_m"]
+        fixed["params_m"][ri] = sum(x.params for x in outside) * scale["params_m"]
+        fixed["memory_mb"][ri] = max(x.peak_activations for x in outside) * scale["memory_mb"]
+    return {
+        m: SlotTable(m, res, fixed[m], slots[m], reduce="max" if m == "memory_mb" else "sum") for m in METRICS
+    }

@@ -31,6 +31,7 @@ from ofa_deploy import __version__
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.layout import final_feature_size, width_mult_for_first_conv
 from ofa_deploy.ops import FIRST_CONV, arch_ops, head_ops, stage_block_ops, stem_ops
+from ofa_deploy.slot_table import SlotTable
 from ofa_deploy.space import (
     EXPAND_RATIOS,
     KERNEL_SIZES,
@@ -311,66 +312,54 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class CompiledTable:
-    """Arrays for vectorised prediction: ``fixed[r]`` and ``blocks[r, slot, k, e]`` (NaN = missing)."""
+    """The table as a :class:`SlotTable` for vectorised prediction (NaN marks a missing key)."""
 
     def __init__(self, table: LatencyTable) -> None:
         self.table = table
         self.version = (len(table), table.width_mult)
         w = table.width_mult
-        self.resolutions = np.array(table.resolutions, dtype=np.int64)
-        n_r = len(self.resolutions)
-        self.fixed = np.full(n_r, np.nan)
+        resolutions = np.array(table.resolutions, dtype=np.int64)
+        n_r = len(resolutions)
+        fixed = np.full(n_r, np.nan)
         self.fixed_missing: list[str | None] = [None] * n_r
-        self.blocks = np.full((n_r, N_BLOCKS, len(KERNEL_SIZES), len(EXPAND_RATIOS)), np.nan)
+        slots = np.full((n_r, N_BLOCKS, len(KERNEL_SIZES), len(EXPAND_RATIOS)), np.nan)
         self.block_keys: dict[tuple[int, int, int, int], str] = {}
-        for ri, r in enumerate(self.resolutions.tolist()):
+        for ri, r in enumerate(resolutions.tolist()):
             fixed_ops = stem_ops(r, w) + head_ops(final_feature_size(r), w)
             missing = [op.key for op in fixed_ops if not table.has(r, op.key)]
             if missing:
                 self.fixed_missing[ri] = missing[0]
             else:
-                self.fixed[ri] = sum(table.value(r, op.key) for op in fixed_ops) + table.call_overhead_ms
+                fixed[ri] = sum(table.value(r, op.key) for op in fixed_ops) + table.call_overhead_ms
             for stage, positions in enumerate(stage_block_ops(r, w)):
                 for slot in range(MAX_DEPTH):
-                    ops = positions[0 if slot == 0 else 1]
                     b = stage * MAX_DEPTH + slot
-                    for i, op in enumerate(ops):
+                    for i, op in enumerate(positions[0 if slot == 0 else 1]):
                         ki, ei = divmod(i, len(EXPAND_RATIOS))
                         self.block_keys[(ri, b, ki, ei)] = op.key
                         if table.has(r, op.key):
-                            self.blocks[ri, b, ki, ei] = table.value(r, op.key)
+                            slots[ri, b, ki, ei] = table.value(r, op.key)
+        self.slot_table = SlotTable(table.source or "latency table", resolutions, fixed, slots)
 
     def predict(self, batch: ArchBatch, calibrated: bool = True) -> np.ndarray:
-        if len(batch) == 0:
-            return np.zeros(0)
-        r_index = np.searchsorted(self.resolutions, batch.r)
-        r_index = np.clip(r_index, 0, max(len(self.resolutions) - 1, 0))
-        bad_r = (len(self.resolutions) == 0) | (self.resolutions[r_index] != batch.r)
-        if np.any(bad_r):
-            r = int(batch.r[np.argmax(bad_r)])
-            raise BadInputError(
-                f"{self.table.source or 'latency table'} has no entries for resolution {r} "
-                f"(it covers {self.table.resolutions}); profile it with --resolutions {r}"
-            )
-        k_index = np.searchsorted(np.asarray(KERNEL_SIZES), batch.ks)
-        e_index = np.searchsorted(np.asarray(EXPAND_RATIOS), batch.e)
-        slots = np.arange(N_BLOCKS)[None, :]
-        per_block = self.blocks[r_index[:, None], slots, k_index, e_index]
-        active = batch.active_mask()
-        total = self.fixed[r_index] + np.where(active, per_block, 0.0).sum(axis=1)
+        total = self.slot_table.evaluate(batch)
         if np.isnan(total).any():
-            self._raise_missing(batch, r_index, k_index, e_index, per_block, active)
+            self._raise_missing(batch)
         if calibrated and self.table.calibration is not None:
             total = self.table.calibration.apply(total)
         return total
 
-    def _raise_missing(self, batch, r_index, k_index, e_index, per_block, active) -> None:
-        n = int(np.argmax(np.isnan(self.fixed[r_index]) | np.isnan(np.where(active, per_block, 0.0)).any(axis=1)))
+    def _raise_missing(self, batch: ArchBatch) -> None:
+        r_index, per_slot = self.slot_table.per_slot(batch)
+        bad = np.isnan(self.slot_table.fixed[r_index]) | np.isnan(per_slot).any(axis=1)
+        n = int(np.argmax(bad))
         ri = int(r_index[n])
         key = self.fixed_missing[ri]
         if key is None:
-            b = int(np.argmax(np.isnan(per_block[n]) & active[n]))
-            key = self.block_keys[(ri, b, int(k_index[n, b]), int(e_index[n, b]))]
+            b = int(np.argmax(np.isnan(per_slot[n])))
+            k_index = KERNEL_SIZES.index(int(batch.ks[n, b]))
+            e_index = EXPAND_RATIOS.index(int(batch.e[n, b]))
+            key = self.block_keys[(ri, b, k_index, e_index)]
         raise self.table._missing(key, int(batch.r[n]))
 
 

@@ -1,0 +1,149 @@
+"""``ofa-deploy search``: the best sub-network under one or more devices' constraints."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ofa_deploy.analytics import arch_stats
+from ofa_deploy.cli.output import format_table, info, print_json
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.lut import load_lut
+from ofa_deploy.predictors import load_accuracy_predictor
+from ofa_deploy.search import (
+    Objective,
+    ParetoResult,
+    common_resolutions,
+    evolutionary_search,
+    latency_constraint,
+    metric_constraint,
+    pareto_search,
+)
+from ofa_deploy.space import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("search", help="search the best sub-network under latency and other constraints")
+    p.add_argument("--lut", action="append", required=True, help="latency table; repeat for several devices")
+    p.add_argument("--latency-ms", action="append", type=float, required=True,
+                   help="latency limit for the matching --lut (same order)")
+    p.add_argument("--accuracy-predictor", help="official acc_predictor.pth or a toolkit .npz (else FLOPs proxy)")
+    p.add_argument("--flops-max", type=float, help="max MFLOPs (multiply-accumulates)")
+    p.add_argument("--params-max", type=float, help="max parameters, in millions")
+    p.add_argument("--memory-max", type=float, help="max peak activation memory, in MiB")
+    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUTs")
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pareto", action="store_true",
+                   help="NSGA-II: write pareto.csv and pareto.png (accuracy vs latency on the first LUT)")
+    p.add_argument("--out", required=True, help="Arch JSON to write (with its predicted metrics)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def _unique_names(tables) -> list[str]:
+    names: list[str] = []
+    for t in tables:
+        name = t.name
+        while name in names:
+            name = f"{name}#{len(names) + 1}"
+        names.append(name)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.lut) != len(args.latency_ms):
+        raise BadInputError(f"give one --latency-ms per --lut ({len(args.lut)} --lut, {len(args.latency_ms)} limits)")
+    for limit in args.latency_ms:
+        if not limit > 0:
+            raise BadInputError(f"--latency-ms must be positive, got {limit}")
+    tables = [load_lut(path, args.width_mult) for path in args.lut]
+    widths = {t.width_mult for t in tables}
+    if len(widths) > 1:
+        raise BadInputError(f"the LUTs are for different width multipliers {sorted(widths)}; pass --width-mult")
+    width_mult = check_width_mult(widths.pop())
+    resolutions = common_resolutions(tables, RESOLUTIONS)
+    names = _unique_names(tables)
+    latency = [latency_constraint(t, limit, n) for t, limit, n in zip(tables, args.latency_ms, names)]
+    others = [
+        metric_constraint(metric, limit, width_mult, resolutions)
+        for metric, limit in (("flops_m", args.flops_max), ("params_m", args.params_max),
+                              ("memory_mb", args.memory_max))
+        if limit is not None
+    ]
+    if args.accuracy_predictor:
+        objective = Objective.accuracy(load_accuracy_predictor(args.accuracy_predictor))
+    else:
+        objective = Objective.flops_proxy(width_mult, resolutions)
+    out = Path(args.out)
+    if args.pareto:
+        front = pareto_search(objective, latency[0], latency[1:] + others, resolutions,
+                              population=max(args.population, 100), generations=min(args.generations, 300),
+                              seed=args.seed, progress=not args.no_progress)
+        _write_pareto(front, out.parent, names[0])
+        best = int(np.argmax(front.scores))
+        arch, score, seconds = front.archs[best], float(front.scores[best]), front.seconds
+    else:
+        result = evolutionary_search(objective, latency + others, resolutions, population=args.population,
+                                     generations=args.generations, seed=args.seed, progress=not args.no_progress)
+        arch, score, seconds = result.arch, result.score, result.seconds
+    if not objective.is_accuracy:
+        info("note: no --accuracy-predictor: maximised FLOPs as a PROXY for accuracy (accuracy is reported as null)")
+    batch = ArchBatch.from_archs([arch])
+    latency_ms = {n: float(t.predict_batch(batch)[0]) for n, t in zip(names, tables)}
+    stats = arch_stats(arch, width_mult)
+    accuracy = score if objective.is_accuracy else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_arch_file(out, arch, width_mult=width_mult, accuracy=accuracy, latency_ms=latency_ms,
+                   flops_m=stats.flops_m, params_m=stats.params / 1e6,
+                   memory_mb=stats.peak_memory_bytes / 2**20, objective=objective.name)
+    doc = {"arch": arch.to_dict(), "accuracy": accuracy, "latency_ms": latency_ms, "flops_m": stats.flops_m,
+           "seconds": seconds}
+    if args.json:
+        print_json(doc)
+        return 0
+    rows = [(n, f"{latency_ms[n]:.3f}", f"{limit:g}") for n, limit in zip(names, args.latency_ms)]
+    print(format_table(["latency table", "predicted ms", "limit ms"], rows))
+    acc_text = f"{accuracy:.2%} predicted top-1" if accuracy is not None else f"{stats.flops_m:.1f} MFLOPs (proxy)"
+    print(f"\nbest: {arch}\n      {acc_text}, {stats.flops_m:.1f} MFLOPs, {stats.params / 1e6:.2f} M params, "
+          f"w{width_mult}; searched in {seconds:.2f} s")
+    print(f"wrote {out}" + (f", {out.parent / 'pareto.csv'}, {out.parent / 'pareto.png'}" if args.pareto else ""))
+    return 0
+
+
+def _write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    score_name = "accuracy" if front.objective.is_accuracy else "flops_m_proxy"
+    with (directory / "pareto.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["latency_ms", score_name, "flops_m", "r", "arch"])
+        for arch, lat, score, values in zip(front.archs, front.latency, front.scores, front.values):
+            flops = values.get("flops_m", arch_stats(arch).flops_m)
+            writer.writerow([f"{lat:.4f}", f"{score:.5f}", f"{flops:.2f}", arch.r,
+                             json.dumps(arch.to_dict(), separators=(",", ":"))])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cloud_lat, cloud_score = front.cloud
+    if len(cloud_lat):
+        keep = np.random.default_rng(0).permutation(len(cloud_lat))[:5000]
+        ax.scatter(cloud_lat[keep], cloud_score[keep], s=3, alpha=0.15, color="tab:gray", label="evaluated")
+    ax.step(front.latency, front.scores, where="post", color="tab:red", lw=1.5)
+    ax.scatter(front.latency, front.scores, s=12, color="tab:red", label=f"Pareto front ({len(front.archs)})")
+    ax.set_xlabel(f"predicted latency on {lut_name} (ms)")
+    ax.set_ylabel("predicted top-1 accuracy" if front.objective.is_accuracy else "MFLOPs (proxy)")
+    ax.set_title(f"{front.objective.name}: {front.evaluated} archs in {front.seconds:.1f} s", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(directory / "pareto.png", dpi=110)
+    plt.close(fig)
