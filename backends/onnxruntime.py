@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Backend, require_module
+from ofa_deploy.backend import Artifact, Backend, require_module
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.onnx_writer import to_onnx_bytes
+
+MODEL_FILE = "model.onnx"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -49,3 +52,11 @@ class OnnxRuntimeBackend(Backend):
         session = self.session(to_onnx_bytes(graph))
         feed = {"input": np.random.default_rng(0).standard_normal(graph.input_shape, dtype=np.float32)}
         return lambda: session.run(None, feed)
+
+    def export(self, graph: Graph, directory: Path) -> Artifact:
+        (directory / MODEL_FILE).write_bytes(to_onnx_bytes(graph))
+        return Artifact([MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape))
+
+    def load_artifact(self, directory: Path, artifact: Artifact):
+        session = self.session(str(directory / artifact.main))
+        return lambda x: session.run(None, {artifact.input_name: x})[0]

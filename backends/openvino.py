@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Backend, require_module
+from ofa_deploy.backend import Artifact, Backend, require_module
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.onnx_writer import to_onnx_bytes
+
+MODEL_FILES = ["model.xml", "model.bin"]
 
 
 class OpenVinoBackend(Backend):
@@ -50,3 +53,21 @@ class OpenVinoBackend(Backend):
         x = np.random.default_rng(0).standard_normal(graph.input_shape, dtype=np.float32)
         request.set_input_tensor(self._ov().Tensor(x))
         return request.infer
+
+    def export(self, graph: Graph, directory: Path) -> Artifact:
+        """OpenVINO IR (model.xml + model.bin), float32 weights."""
+        ov = self._ov()
+        ov.save_model(self.read_onnx(to_onnx_bytes(graph)), str(directory / MODEL_FILES[0]), compress_to_fp16=False)
+        return Artifact(list(MODEL_FILES), "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape))
+
+    def load_artifact(self, directory: Path, artifact: Artifact):
+        ov = self._ov()
+        compiled = self.compile_model(ov.Core().read_model(str(directory / artifact.main)))
+        request = compiled.create_infer_request()
+
+        def run(x):
+            request.set_input_tensor(ov.Tensor(x))
+            request.infer()
+            return request.get_output_tensor().data.copy()
+
+        return run

@@ -5,13 +5,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Backend, require_module
+from ofa_deploy.backend import Artifact, Backend, require_module
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.tflite_writer import to_tflite_bytes
+
+MODEL_FILE = "model.tflite"
+
+
+def tflite_artifact(graph: Graph, directory: Path) -> Artifact:
+    """Write ``model.tflite`` (NHWC input) for ``graph``; shared with the adb backend."""
+    (directory / MODEL_FILE).write_bytes(to_tflite_bytes(graph))
+    n, c, h, w = graph.input_shape
+    return Artifact([MODEL_FILE], "input", [n, h, w, c], "NHWC", "output", list(graph.output_shape))
 
 
 @contextmanager
@@ -71,3 +81,18 @@ class TFLiteBackend(Backend):
         x = np.random.default_rng(0).standard_normal(tuple(detail["shape"]), dtype=np.float32)
         interpreter.set_tensor(detail["index"], x)
         return interpreter.invoke
+
+    def export(self, graph: Graph, directory: Path) -> Artifact:
+        return tflite_artifact(graph, directory)
+
+    def load_artifact(self, directory: Path, artifact: Artifact):
+        interpreter = self.interpreter((directory / artifact.main).read_bytes())
+        inp = interpreter.get_input_details()[0]["index"]
+        out = interpreter.get_output_details()[0]["index"]
+
+        def run(x):
+            interpreter.set_tensor(inp, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(out).copy()
+
+        return run

@@ -29,9 +29,15 @@ def run_profile(backend_name: str, resolutions, out) -> tuple[int, float, float]
     if out.exists():
         out.unlink()
     info = backend.check()
-    meta = {"device": device.name, "backend": backend.name, "runtime": info["runtime"],
-            "runtime_version": info["runtime_version"], "threads": backend.timing.threads,
-            "timing": vars(backend.timing), "settings": backend.settings}
+    meta = {
+        "device": device.name,
+        "backend": backend.name,
+        "runtime": info["runtime"],
+        "runtime_version": info["runtime_version"],
+        "threads": backend.timing.threads,
+        "timing": vars(backend.timing),
+        "settings": backend.settings,
+    }
     start = time.perf_counter()
     table = profile(backend, plan, out, meta, progress=False)
     return len(plan.ops), time.perf_counter() - start, drift_ratio(table)
@@ -40,8 +46,9 @@ def run_profile(backend_name: str, resolutions, out) -> tuple[int, float, float]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(HOST_BACKENDS))
-    parser.add_argument("--all-resolutions", default="onnxruntime",
-                        help="backends to also profile at all 25 resolutions ('' for none)")
+    parser.add_argument(
+        "--all-resolutions", default="onnxruntime", help="backends to also profile at all 25 resolutions ('' for none)"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     rows = []
@@ -50,7 +57,9 @@ def main() -> int:
         rows.append([name, "160", keys, f"{seconds:.1f}", f"{keys / seconds:.1f}", f"{100 * (drift - 1):.0f}%"])
         print(f"{name} r160: {keys} keys in {seconds:.1f} s", file=sys.stderr)
         keys, seconds, drift = run_profile(name, VALIDATION_RESOLUTIONS, OUT / f"{name}-5res.json")
-        rows.append([name, "160..224 /16", keys, f"{seconds:.1f}", f"{keys / seconds:.1f}", f"{100 * (drift - 1):.0f}%"])
+        rows.append(
+            [name, "160..224 /16", keys, f"{seconds:.1f}", f"{keys / seconds:.1f}", f"{100 * (drift - 1):.0f}%"]
+        )
         print(f"{name} 5 resolutions: {keys} keys in {seconds:.1f} s", file=sys.stderr)
         if name in args.all_resolutions.split(","):
             keys, seconds, drift = run_profile(name, RESOLUTIONS, OUT / f"{name}-all.json")

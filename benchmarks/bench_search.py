@@ -34,8 +34,13 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_refer
 def run_official(budget: float, seed: int, population: int, generations: int) -> tuple[float, float, float]:
     random.seed(seed)
     np.random.seed(seed)
-    finder = official_finder(REFERENCE / "note10", REFERENCE / "acc_predictor.pth", budget,
-                             population_size=population, max_time_budget=generations)
+    finder = official_finder(
+        REFERENCE / "note10",
+        REFERENCE / "acc_predictor.pth",
+        budget,
+        population_size=population,
+        max_time_budget=generations,
+    )
     start = time.perf_counter()
     _, best = finder.run_evolution_search()
     seconds = time.perf_counter() - start
@@ -44,8 +49,9 @@ def run_official(budget: float, seed: int, population: int, generations: int) ->
 
 
 def run_ours(table, objective, res, budget, seed, population, generations):
-    result = evolutionary_search(objective, [latency_constraint(table, budget)], res, population=population,
-                                 generations=generations, seed=seed)
+    result = evolutionary_search(
+        objective, [latency_constraint(table, budget)], res, population=population, generations=generations, seed=seed
+    )
     return result.score, result.values[f"latency[{table.name}]"], result.seconds, result.evaluated
 
 
@@ -74,12 +80,23 @@ def main() -> int:
         ours_acc.append(a), off_acc.append(oa), ours_t.append(t), off_t.append(ot)
         rows.append([seed, f"{a:.4f}", f"{lat:.2f}", f"{t:.2f}", f"{oa:.4f}", f"{olat:.2f}", f"{ot:.1f}"])
         print(f"seed {seed}: ours {a:.4f} in {t:.2f}s, official {oa:.4f} in {ot:.1f}s", file=sys.stderr)
-    rows.append(["mean", f"{np.mean(ours_acc):.4f}", "", f"{np.mean(ours_t):.2f}", f"{np.mean(off_acc):.4f}", "",
-                 f"{np.mean(off_t):.1f}"])
+    rows.append(
+        [
+            "mean",
+            f"{np.mean(ours_acc):.4f}",
+            "",
+            f"{np.mean(ours_t):.2f}",
+            f"{np.mean(off_acc):.4f}",
+            "",
+            f"{np.mean(off_t):.1f}",
+        ]
+    )
     print(f"\n(a) Note10 <= 25 ms, population 100, 500 generations ({machine()})")
     print_table(["seed", "ours acc", "ours ms", "ours s", "official acc", "official ms", "official s"], rows)
-    print(f"speed-up: {np.mean(off_t) / np.mean(ours_t):.1f}x; accuracy difference (ours - official): "
-          f"{np.mean(ours_acc) - np.mean(off_acc):+.4f}")
+    print(
+        f"speed-up: {np.mean(off_t) / np.mean(ours_t):.1f}x; accuracy difference (ours - official): "
+        f"{np.mean(ours_acc) - np.mean(off_acc):+.4f}"
+    )
 
     # (b) across budgets
     rows = []
@@ -90,8 +107,10 @@ def main() -> int:
         ra = random_search(table, predictor, res, budget, evaluated, 0)
         rows.append([f"{budget:g}", f"{a:.4f}", f"{oa:.4f}", f"{ra:.4f}", evaluated])
         print(f"budget {budget}: ours {a:.4f} official {oa:.4f} random {ra:.4f}", file=sys.stderr)
-    print(f"\n(b) predicted top-1 by latency budget (seed 0; official finder {gens_official} generations; "
-          "random search draws as many archs as ours evaluated)")
+    print(
+        f"\n(b) predicted top-1 by latency budget (seed 0; official finder {gens_official} generations; "
+        "random search draws as many archs as ours evaluated)"
+    )
     print_table(["budget ms", "ours", "official", "random", "archs evaluated"], rows)
 
     # (c) scaling and the Pareto front
@@ -104,9 +123,11 @@ def main() -> int:
     print_table(["population", "generations", "archs evaluated", "seconds", "archs/s"], rows)
     front = pareto_search(objective, latency_constraint(table, 60.0), [], res)
     inside = front.latency >= 10.0
-    print(f"\nPareto front 10..60 ms: {len(front.archs)} archs ({int(inside.sum())} at >= 10 ms) from "
-          f"{front.latency.min():.1f} to {front.latency.max():.1f} ms, accuracy {front.scores.min():.4f}.."
-          f"{front.scores.max():.4f}, in {front.seconds:.2f} s ({front.evaluated} archs evaluated)")
+    print(
+        f"\nPareto front 10..60 ms: {len(front.archs)} archs ({int(inside.sum())} at >= 10 ms) from "
+        f"{front.latency.min():.1f} to {front.latency.max():.1f} ms, accuracy {front.scores.min():.4f}.."
+        f"{front.scores.max():.4f}, in {front.seconds:.2f} s ({front.evaluated} archs evaluated)"
+    )
     return 0
 
 

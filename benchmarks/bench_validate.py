@@ -36,13 +36,27 @@ def main() -> int:
         result = validate(table, backend, args.samples, seed=args.seed, progress=False)
         write_outputs(result, OUT / f"validate-{name}")
         b, a = result.report["before"], result.report["after"]
-        rows.append([name, result.report["held_out"], f"{b['acc5']:.0%}", f"{b['acc10']:.0%}", f"{a['acc5']:.0%}",
-                     f"{a['acc10']:.0%}", f"{a['mape']:.1%}", f"{a['kendall_tau']:.3f}"])
+        rows.append(
+            [
+                name,
+                result.report["held_out"],
+                f"{b['acc5']:.0%}",
+                f"{b['acc10']:.0%}",
+                f"{a['acc5']:.0%}",
+                f"{a['acc10']:.0%}",
+                f"{a['mape']:.1%}",
+                f"{a['kendall_tau']:.3f}",
+            ]
+        )
         print(f"{name}: done ({OUT / f'validate-{name}'})", file=sys.stderr)
-    print(f"\nMeasured vs predicted, {args.samples} sub-networks at r in {list(VALIDATION_RESOLUTIONS)} "
-          f"(half fit the calibration, figures on the held-out half; {machine()})")
-    print_table(["backend", "held out", "acc5 before", "acc10 before", "acc5 after", "acc10 after", "MAPE after",
-                 "tau after"], rows)
+    print(
+        f"\nMeasured vs predicted, {args.samples} sub-networks at r in {list(VALIDATION_RESOLUTIONS)} "
+        f"(half fit the calibration, figures on the held-out half; {machine()})"
+    )
+    print_table(
+        ["backend", "held out", "acc5 before", "acc10 before", "acc5 after", "acc10 after", "MAPE after", "tau after"],
+        rows,
+    )
     return 0
 
 

@@ -22,7 +22,9 @@ def _stand_in_torchvision() -> None:
     tv = types.ModuleType("torchvision")
     tv.transforms = types.ModuleType("torchvision.transforms")
     tv.datasets = types.ModuleType("torchvision.datasets")
-    sys.modules.update({"torchvision": tv, "torchvision.transforms": tv.transforms, "torchvision.datasets": tv.datasets})
+    sys.modules.update(
+        {"torchvision": tv, "torchvision.transforms": tv.transforms, "torchvision.datasets": tv.datasets}
+    )
 
 
 def official_modules():

@@ -188,6 +188,4 @@ def metric_tables(width_mult: float, resolutions: tuple[int, ...]) -> dict[str, 
         fixed["flops_m"][ri] = sum(x.macs for x in outside) * scale["flops_m"]
         fixed["params_m"][ri] = sum(x.params for x in outside) * scale["params_m"]
         fixed["memory_mb"][ri] = max(x.peak_activations for x in outside) * scale["memory_mb"]
-    return {
-        m: SlotTable(m, res, fixed[m], slots[m], reduce="max" if m == "memory_mb" else "sum") for m in METRICS
-    }
+    return {m: SlotTable(m, res, fixed[m], slots[m], reduce="max" if m == "memory_mb" else "sum") for m in METRICS}

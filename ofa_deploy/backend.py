@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -160,14 +161,34 @@ def overhead_graph() -> Graph:
     return Graph("input", (1, 8, 1, 1), "pooled", (1, 8, 1, 1), [GlobalAvgPool("input", "pooled")])
 
 
+@dataclass
+class Artifact:
+    """A compiled model in a bundle directory: what a deployment needs to feed and read it."""
+
+    files: list[str]  # file names inside the bundle directory, the main model first
+    input_name: str
+    input_shape: list[int]
+    layout: str  # "NCHW" or "NHWC"
+    output_name: str
+    output_shape: list[int]
+
+    @property
+    def main(self) -> str:
+        return self.files[0]
+
+
 class Backend(ABC):
     """One target. Subclasses set the class attributes and implement :meth:`runtime_info` and
-    :meth:`load`; everything else has a working default."""
+    :meth:`load` (and, to compile, :meth:`export` and :meth:`load_artifact`); everything else has a
+    working default."""
 
     name: ClassVar[str]
     extra: ClassVar[str]  # pip extra that installs the runtime
     description: ClassVar[str]
     artifact_suffix: ClassVar[str]
+    # Operators per measure() call while profiling (and per table save): 1 on the host; a remote
+    # target such as a phone measures many models per round trip.
+    batch_size: ClassVar[int] = 1
 
     def __init__(self, timing: TimingOptions | None = None, **settings: Any) -> None:
         self.timing = timing or TimingOptions()
@@ -206,6 +227,24 @@ class Backend(ABC):
 
     def measure_overhead(self, reference: Reference | None = None) -> LatencyStats:
         return self.measure_graph(overhead_graph(), reference)
+
+    # -------------------------------------------------------------- deployment artifacts
+    def export(self, graph: Graph, directory: Path) -> Artifact:
+        """Write the backend's artifact for ``graph`` (real weights) into ``directory``."""
+        raise OFADeployError(f"backend '{self.name}' cannot compile artifacts")
+
+    def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
+        """A function running the artifact on one input (in the artifact's layout)."""
+        raise OFADeployError(f"backend '{self.name}' cannot run artifacts")
+
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
+        """Time the artifact on the target with the same protocol as the latency table."""
+        x = np.random.default_rng(0).standard_normal(artifact.input_shape, dtype=np.float32)
+        runners = []
+        for _ in range(self.timing.instances):
+            run = self.load_artifact(directory, artifact)
+            runners.append(lambda run=run: run(x))
+        return time_runner(runners, self.timing, reference)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         """Load the reference operator; without a baseline, measure it now (at profiling time)."""

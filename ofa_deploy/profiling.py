@@ -1,8 +1,9 @@
 """Build a latency lookup table by measuring every distinct operator on a backend.
 
-The table file is rewritten atomically after each measured key, so an interrupted run (Ctrl-C,
-kill -9, a device that vanished) loses at most the key in flight and ``--resume`` continues from
-the file. Each key is measured once even when several resolutions contain it.
+The table file is rewritten atomically after each measured key (after each batch, for backends
+that measure many models per round trip, such as a phone), so an interrupted run (Ctrl-C,
+kill -9, a device that vanished) loses at most the key (batch) in flight and ``--resume``
+continues from the file. Each key is measured once even when several resolutions contain it.
 
 Per-call overhead: every per-operator model pays the runtime's fixed cost of one inference call,
 a whole network pays it once. It is measured first, subtracted from every entry and added back
@@ -149,17 +150,27 @@ def profile(
     bar = _progress(len(plan.ops), len(plan.ops) - len(todo), enabled=progress)
     started = time.time()
     try:
-        for i, op in enumerate(todo):
-            stats = backend.measure([op], reference)[op.key]
-            if i % drift_every == 0 or i == len(todo) - 1:
-                drift.append(
-                    {"after_keys": len(measured) + i, "ms": stats.reference_ms, "t": round(time.time() - started, 2)}
-                )
-            place(op.key, _record(stats, overhead))
+        step = max(1, backend.batch_size)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            results = backend.measure(chunk, reference)
+            for j, op in enumerate(chunk):
+                stats = results[op.key]
+                i = start + j
+                if i % drift_every == 0 or i == len(todo) - 1:
+                    drift.append(
+                        {
+                            "after_keys": len(measured) + i,
+                            "ms": stats.reference_ms,
+                            "t": round(time.time() - started, 2),
+                        }
+                    )
+                place(op.key, _record(stats, overhead))
             table.save(out)
-            if on_key:
-                on_key(op.key)
-            bar.update(1)
+            for op in chunk:
+                if on_key:
+                    on_key(op.key)
+            bar.update(len(chunk))
     except OFADeployError as exc:
         table.save(out)
         raise type(exc)(f"{exc} (measured keys are saved in {out}; rerun with --resume to continue)") from None

@@ -318,6 +318,13 @@ def crowding_distance(objectives: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     return distance
 
 
+def _tournament(rng: np.random.Generator, ranks: np.ndarray, crowd: np.ndarray, n: int) -> np.ndarray:
+    """Binary tournaments: lower front wins, then larger crowding distance."""
+    a, b = rng.integers(0, len(ranks), n), rng.integers(0, len(ranks), n)
+    a_wins = (ranks[a] < ranks[b]) | ((ranks[a] == ranks[b]) & (crowd[a] >= crowd[b]))
+    return np.where(a_wins, a, b)
+
+
 def pareto_search(
     objective: Objective,
     latency: Constraint,
@@ -348,18 +355,11 @@ def pareto_search(
 
     for _ in tqdm(range(generations), desc="pareto", unit="gen", disable=not progress or None, leave=False):
 
-        def tournament(n: int) -> np.ndarray:
-            a, b = rng.integers(0, len(pop), n), rng.integers(0, len(pop), n)
-            a_wins = (ranks[a] < ranks[b]) | ((ranks[a] == ranks[b]) & (crowd[a] >= crowd[b]))
-            return np.where(a_wins, a, b)
+        def offspring(n: int, pop=pop, ranks=ranks, crowd=crowd) -> ArchBatch:
+            mothers, fathers = _tournament(rng, ranks, crowd, n), _tournament(rng, ranks, crowd, n)
+            return mutate_batch(crossover_batch(pop[mothers], pop[fathers], rng), rng, mutate_prob, resolutions)
 
-        children = _collect_feasible(
-            lambda n: mutate_batch(
-                crossover_batch(pop[tournament(n)], pop[tournament(n)], rng), rng, mutate_prob, resolutions
-            ),
-            population,
-            constraints,
-        )
+        children = _collect_feasible(offspring, population, constraints)
         if len(children) == 0:
             continue
         child_objs = evaluate(children)

@@ -58,8 +58,12 @@ def test_multi_device_constraints_all_hold(note10, predictor, reference_dir):
     second = load_lut(reference_dir / "note10" / "192_lookup_table.yaml")  # one resolution only
     res = common_resolutions([note10, second], RESOLUTIONS)
     assert res == (192,)
-    constraints = [latency_constraint(note10, 30.0, "a"), latency_constraint(second, 28.0, "b"),
-                   metric_constraint("flops_m", 300.0, 1.2, res), metric_constraint("memory_mb", 3.5, 1.2, res)]
+    constraints = [
+        latency_constraint(note10, 30.0, "a"),
+        latency_constraint(second, 28.0, "b"),
+        metric_constraint("flops_m", 300.0, 1.2, res),
+        metric_constraint("memory_mb", 3.5, 1.2, res),
+    ]
     result = evolutionary_search(Objective.accuracy(predictor), constraints, res, population=40, generations=40)
     assert result.arch.r == 192
     assert note10.predict(result.arch) <= 30.0 and second.predict(result.arch) <= 28.0
@@ -80,7 +84,10 @@ def test_barely_feasible_constraint_terminates(note10, predictor):
     res = common_resolutions([note10], RESOLUTIONS)
     minimum, _ = latency_constraint(note10, 1.0).minimum(res)
     result = evolutionary_search(
-        Objective.accuracy(predictor), [latency_constraint(note10, minimum * 1.001)], res, population=30,
+        Objective.accuracy(predictor),
+        [latency_constraint(note10, minimum * 1.001)],
+        res,
+        population=30,
         generations=20,
     )
     assert note10.predict(result.arch) <= minimum * 1.001
@@ -97,16 +104,18 @@ def test_jointly_infeasible_constraints(predictor):
 
 def test_flops_proxy_without_predictor(note10):
     res = common_resolutions([note10], RESOLUTIONS)
-    result = evolutionary_search(Objective.flops_proxy(1.2, res), [latency_constraint(note10, 20.0)], res,
-                                 population=40, generations=40)
+    result = evolutionary_search(
+        Objective.flops_proxy(1.2, res), [latency_constraint(note10, 20.0)], res, population=40, generations=40
+    )
     assert not result.objective.is_accuracy
     assert result.score == pytest.approx(arch_stats(result.arch, 1.2).flops_m)
 
 
 def test_pareto_front_is_non_dominated_and_covers_budgets(note10, predictor):
     res = common_resolutions([note10], RESOLUTIONS)
-    front = pareto_search(Objective.accuracy(predictor), latency_constraint(note10, 60.0), [], res,
-                          population=100, generations=40)
+    front = pareto_search(
+        Objective.accuracy(predictor), latency_constraint(note10, 60.0), [], res, population=100, generations=40
+    )
     assert np.all(np.diff(front.latency) > 0) and np.all(np.diff(front.scores) > 0)
     assert front.latency[0] < 11.0 and front.latency[-1] > 35.0
     lat = note10.predict_batch(ArchBatch.from_archs(front.archs))
@@ -140,9 +149,25 @@ def test_non_dominated_helpers():
 
 def test_search_cli_json(reference_dir, tmp_path, capsys):
     out = tmp_path / "best.json"
-    code = main(["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "25", "--accuracy-predictor",
-                 str(reference_dir / "acc_predictor.pth"), "--population", "40", "--generations", "30",
-                 "--out", str(out), "--json", "--no-progress"])
+    code = main(
+        [
+            "search",
+            "--lut",
+            str(reference_dir / "note10"),
+            "--latency-ms",
+            "25",
+            "--accuracy-predictor",
+            str(reference_dir / "acc_predictor.pth"),
+            "--population",
+            "40",
+            "--generations",
+            "30",
+            "--out",
+            str(out),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) == {"arch", "accuracy", "latency_ms", "flops_m", "seconds"}
@@ -154,8 +179,23 @@ def test_search_cli_json(reference_dir, tmp_path, capsys):
 
 def test_search_cli_pareto_and_errors(reference_dir, tmp_path, capsys):
     out = tmp_path / "p" / "best.json"
-    code = main(["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "60", "--pareto",
-                 "--population", "60", "--generations", "20", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "search",
+            "--lut",
+            str(reference_dir / "note10"),
+            "--latency-ms",
+            "60",
+            "--pareto",
+            "--population",
+            "60",
+            "--generations",
+            "20",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (out.parent / "pareto.png").stat().st_size > 10_000
     rows = (out.parent / "pareto.csv").read_text().splitlines()
@@ -164,5 +204,19 @@ def test_search_cli_pareto_and_errors(reference_dir, tmp_path, capsys):
     assert main(["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "4", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "smallest reachable" in err[0]
-    assert main(["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "20", "--latency-ms", "30",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--lut",
+                str(reference_dir / "note10"),
+                "--latency-ms",
+                "20",
+                "--latency-ms",
+                "30",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

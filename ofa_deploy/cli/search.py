@@ -29,8 +29,13 @@ from ofa_deploy.space import RESOLUTIONS, ArchBatch, check_width_mult, save_arch
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="search the best sub-network under latency and other constraints")
     p.add_argument("--lut", action="append", required=True, help="latency table; repeat for several devices")
-    p.add_argument("--latency-ms", action="append", type=float, required=True,
-                   help="latency limit for the matching --lut (same order)")
+    p.add_argument(
+        "--latency-ms",
+        action="append",
+        type=float,
+        required=True,
+        help="latency limit for the matching --lut (same order)",
+    )
     p.add_argument("--accuracy-predictor", help="official acc_predictor.pth or a toolkit .npz (else FLOPs proxy)")
     p.add_argument("--flops-max", type=float, help="max MFLOPs (multiply-accumulates)")
     p.add_argument("--params-max", type=float, help="max parameters, in millions")
@@ -39,8 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pareto", action="store_true",
-                   help="NSGA-II: write pareto.csv and pareto.png (accuracy vs latency on the first LUT)")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="NSGA-II: write pareto.csv and pareto.png (accuracy vs latency on the first LUT)",
+    )
     p.add_argument("--out", required=True, help="Arch JSON to write (with its predicted metrics)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -73,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     latency = [latency_constraint(t, limit, n) for t, limit, n in zip(tables, args.latency_ms, names)]
     others = [
         metric_constraint(metric, limit, width_mult, resolutions)
-        for metric, limit in (("flops_m", args.flops_max), ("params_m", args.params_max),
-                              ("memory_mb", args.memory_max))
+        for metric, limit in (
+            ("flops_m", args.flops_max),
+            ("params_m", args.params_max),
+            ("memory_mb", args.memory_max),
+        )
         if limit is not None
     ]
     if args.accuracy_predictor:
@@ -83,15 +94,29 @@ def run(args: argparse.Namespace) -> int:
         objective = Objective.flops_proxy(width_mult, resolutions)
     out = Path(args.out)
     if args.pareto:
-        front = pareto_search(objective, latency[0], latency[1:] + others, resolutions,
-                              population=max(args.population, 100), generations=min(args.generations, 300),
-                              seed=args.seed, progress=not args.no_progress)
+        front = pareto_search(
+            objective,
+            latency[0],
+            latency[1:] + others,
+            resolutions,
+            population=max(args.population, 100),
+            generations=min(args.generations, 300),
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         _write_pareto(front, out.parent, names[0])
         best = int(np.argmax(front.scores))
         arch, score, seconds = front.archs[best], float(front.scores[best]), front.seconds
     else:
-        result = evolutionary_search(objective, latency + others, resolutions, population=args.population,
-                                     generations=args.generations, seed=args.seed, progress=not args.no_progress)
+        result = evolutionary_search(
+            objective,
+            latency + others,
+            resolutions,
+            population=args.population,
+            generations=args.generations,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         arch, score, seconds = result.arch, result.score, result.seconds
     if not objective.is_accuracy:
         info("note: no --accuracy-predictor: maximised FLOPs as a PROXY for accuracy (accuracy is reported as null)")
@@ -100,19 +125,34 @@ def run(args: argparse.Namespace) -> int:
     stats = arch_stats(arch, width_mult)
     accuracy = score if objective.is_accuracy else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_arch_file(out, arch, width_mult=width_mult, accuracy=accuracy, latency_ms=latency_ms,
-                   flops_m=stats.flops_m, params_m=stats.params / 1e6,
-                   memory_mb=stats.peak_memory_bytes / 2**20, objective=objective.name)
-    doc = {"arch": arch.to_dict(), "accuracy": accuracy, "latency_ms": latency_ms, "flops_m": stats.flops_m,
-           "seconds": seconds}
+    save_arch_file(
+        out,
+        arch,
+        width_mult=width_mult,
+        accuracy=accuracy,
+        latency_ms=latency_ms,
+        flops_m=stats.flops_m,
+        params_m=stats.params / 1e6,
+        memory_mb=stats.peak_memory_bytes / 2**20,
+        objective=objective.name,
+    )
+    doc = {
+        "arch": arch.to_dict(),
+        "accuracy": accuracy,
+        "latency_ms": latency_ms,
+        "flops_m": stats.flops_m,
+        "seconds": seconds,
+    }
     if args.json:
         print_json(doc)
         return 0
     rows = [(n, f"{latency_ms[n]:.3f}", f"{limit:g}") for n, limit in zip(names, args.latency_ms)]
     print(format_table(["latency table", "predicted ms", "limit ms"], rows))
     acc_text = f"{accuracy:.2%} predicted top-1" if accuracy is not None else f"{stats.flops_m:.1f} MFLOPs (proxy)"
-    print(f"\nbest: {arch}\n      {acc_text}, {stats.flops_m:.1f} MFLOPs, {stats.params / 1e6:.2f} M params, "
-          f"w{width_mult}; searched in {seconds:.2f} s")
+    print(
+        f"\nbest: {arch}\n      {acc_text}, {stats.flops_m:.1f} MFLOPs, {stats.params / 1e6:.2f} M params, "
+        f"w{width_mult}; searched in {seconds:.2f} s"
+    )
     print(f"wrote {out}" + (f", {out.parent / 'pareto.csv'}, {out.parent / 'pareto.png'}" if args.pareto else ""))
     return 0
 
@@ -125,8 +165,15 @@ def _write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
         writer.writerow(["latency_ms", score_name, "flops_m", "r", "arch"])
         for arch, lat, score, values in zip(front.archs, front.latency, front.scores, front.values):
             flops = values.get("flops_m", arch_stats(arch).flops_m)
-            writer.writerow([f"{lat:.4f}", f"{score:.5f}", f"{flops:.2f}", arch.r,
-                             json.dumps(arch.to_dict(), separators=(",", ":"))])
+            writer.writerow(
+                [
+                    f"{lat:.4f}",
+                    f"{score:.5f}",
+                    f"{flops:.2f}",
+                    arch.r,
+                    json.dumps(arch.to_dict(), separators=(",", ":")),
+                ]
+            )
     import matplotlib
 
     matplotlib.use("Agg")
