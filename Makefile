@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# With the official accuracy predictor beside the repository (../shared), the demo searches for accuracy
+# (the predictor belongs to the w1.2 supernet); without it, FLOPs stand in as a labelled proxy.
+OFFICIAL_PREDICTOR := ../shared/data/ofa_reference/acc_predictor.pth
+DEMO_ARGS := $(if $(wildcard $(OFFICIAL_PREDICTOR)),--accuracy-predictor $(OFFICIAL_PREDICTOR) --width-mult 1.2,)
+
 demo: $(STAMP)
-	$(BIN)/ofa-deploy info --arch examples/tutorial_25ms_note10.json
+	$(BIN)/ofa-deploy demo --out demo-output $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

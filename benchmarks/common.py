@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -10,17 +9,9 @@ HOST_BACKENDS = ("onnxruntime", "openvino", "tflite")
 
 
 def machine() -> str:
-    import os
+    from ofa_deploy.host import describe_host
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return describe_host()
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:

@@ -8,10 +8,10 @@ import traceback
 from collections.abc import Sequence
 
 from ofa_deploy import __version__
-from ofa_deploy.cli import devices, extract, info, predict, profile, search, validate
+from ofa_deploy.cli import benchmark, compile, demo, devices, extract, info, predict, profile, search, validate
 from ofa_deploy.errors import OFADeployError
 
-VERBS = (devices, info, profile, predict, validate, search, extract)
+VERBS = (devices, info, profile, predict, validate, search, compile, benchmark, demo, extract)
 
 
 def build_parser() -> argparse.ArgumentParser:

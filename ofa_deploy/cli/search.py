@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +11,10 @@ from ofa_deploy.analytics import arch_stats
 from ofa_deploy.cli.output import format_table, info, print_json
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.lut import load_lut
+from ofa_deploy.pareto_output import write_pareto
 from ofa_deploy.predictors import load_accuracy_predictor
 from ofa_deploy.search import (
     Objective,
-    ParetoResult,
     common_resolutions,
     evolutionary_search,
     latency_constraint,
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
         )
-        _write_pareto(front, out.parent, names[0])
+        write_pareto(front, out.parent, names[0])
         best = int(np.argmax(front.scores))
         arch, score, seconds = front.archs[best], float(front.scores[best]), front.seconds
     else:
@@ -155,42 +153,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}" + (f", {out.parent / 'pareto.csv'}, {out.parent / 'pareto.png'}" if args.pareto else ""))
     return 0
-
-
-def _write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    score_name = "accuracy" if front.objective.is_accuracy else "flops_m_proxy"
-    with (directory / "pareto.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["latency_ms", score_name, "flops_m", "r", "arch"])
-        for arch, lat, score, values in zip(front.archs, front.latency, front.scores, front.values):
-            flops = values.get("flops_m", arch_stats(arch).flops_m)
-            writer.writerow(
-                [
-                    f"{lat:.4f}",
-                    f"{score:.5f}",
-                    f"{flops:.2f}",
-                    arch.r,
-                    json.dumps(arch.to_dict(), separators=(",", ":")),
-                ]
-            )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    cloud_lat, cloud_score = front.cloud
-    if len(cloud_lat):
-        keep = np.random.default_rng(0).permutation(len(cloud_lat))[:5000]
-        ax.scatter(cloud_lat[keep], cloud_score[keep], s=3, alpha=0.15, color="tab:gray", label="evaluated")
-    ax.step(front.latency, front.scores, where="post", color="tab:red", lw=1.5)
-    ax.scatter(front.latency, front.scores, s=12, color="tab:red", label=f"Pareto front ({len(front.archs)})")
-    ax.set_xlabel(f"predicted latency on {lut_name} (ms)")
-    ax.set_ylabel("predicted top-1 accuracy" if front.objective.is_accuracy else "MFLOPs (proxy)")
-    ax.set_title(f"{front.objective.name}: {front.evaluated} archs in {front.seconds:.1f} s", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(directory / "pareto.png", dpi=110)
-    plt.close(fig)

@@ -1,0 +1,57 @@
+"""``ofa-deploy benchmark``: run a bundle on its target and compare with the prediction."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_deploy.backend import TimingOptions
+from ofa_deploy.bundle import benchmark_bundle, read_manifest
+from ofa_deploy.cli.common import make_backend, resolve_profile
+from ofa_deploy.cli.output import format_table, print_json
+from ofa_deploy.lut import load_lut
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("benchmark", help="benchmark a compiled bundle and compare with its prediction")
+    p.add_argument("bundle", help="bundle directory written by `ofa-deploy compile`")
+    p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
+    p.add_argument("--device", help="device profile name or YAML path")
+    p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--runs", type=int)
+    p.add_argument("--instances", type=int, default=None, help="model instances to alternate between (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = Path(args.bundle)
+    manifest = read_manifest(directory)
+    if not args.backend and not args.device:
+        args.backend = manifest["backend"]["name"]
+    device = resolve_profile(args)
+    timing = manifest["backend"].get("timing")
+    base = TimingOptions(**{**timing, "instances": 3}) if timing else TimingOptions(instances=3)
+    backend = make_backend(args, device, base)
+    table = load_lut(args.lut) if args.lut else None
+    result, _ = benchmark_bundle(directory, backend, table)
+    if args.json:
+        print_json(result)
+        return 0
+    lat = result["latency_ms"]
+    rows = [["mean", f"{lat['mean']:.3f}"], ["median", f"{lat['median']:.3f}"], ["p90", f"{lat['p90']:.3f}"],
+            ["p99", f"{lat['p99']:.3f}"], ["std", f"{lat['std']:.3f}"], ["count", lat["count"]],
+            ["measured (robust)", f"{result['measured_ms']:.3f}"]]
+    if result["predicted_ms"] is not None:
+        rows += [["predicted", f"{result['predicted_ms']:.3f}"],
+                 ["measured / predicted", f"{result['ratio_measured_to_predicted']:.3f}"],
+                 ["prediction error", f"{result['error_percent']:+.1f}%"]]
+    print(f"{directory} on {backend.name} ({result['runtime']['runtime']} {result['runtime']['runtime_version']}, "
+          f"{backend.timing.threads} thread(s))")
+    print(format_table(["latency (ms)", "value"], rows))
+    note = ("robust figure = median of round minima, normalised by the LUT's reference operator"
+            if result["normalised_by_reference"] else "robust figure = median of round minima")
+    print(f"\n{note}; appended to {directory / 'manifest.json'}")
+    return 0

@@ -1,0 +1,75 @@
+"""Images for BN re-calibration: an ImageFolder-layout directory read with Pillow (no torchvision).
+
+Preprocessing is the OFA evaluation transform: resize the short side to ``ceil(r / 0.875)``,
+centre-crop ``r x r``, scale to 0..1 and normalise with the ImageNet mean and std. The same
+numbers go into every bundle manifest, so a deployment feeds the network what it was calibrated on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ofa_deploy.errors import BadInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_RATIO = 0.875
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+
+
+def preprocessing(resolution: int) -> dict:
+    return {
+        "resize_short_side": math.ceil(resolution / CROP_RATIO),
+        "center_crop": resolution,
+        "color": "RGB",
+        "scale": "pixel / 255",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """Images under ``root`` (ImageFolder layout: one sub-folder per class, or flat)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError(f"{root}: calibration data must be a directory of images (ImageFolder layout)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise BadInputError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    return files
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            short = math.ceil(resolution / CROP_RATIO)
+            w, h = img.size
+            scale = short / min(w, h)
+            img = img.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - resolution) // 2, (h - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as exc:
+        raise BadInputError(f"{path}: not a readable image ({exc})") from None
+    array = (array - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return array.transpose(2, 0, 1)
+
+
+def image_batches(
+    root: str | Path, resolution: int, batch_size: int = 16, max_images: int = 512, seed: int = 0
+) -> Iterator[torch.Tensor]:
+    files = image_files(root)
+    order = np.random.default_rng(seed).permutation(len(files))[:max_images]
+    chosen = [files[i] for i in order]
+    for start in range(0, len(chosen), batch_size):
+        batch = [load_image(p, resolution) for p in chosen[start : start + batch_size]]
+        yield torch.from_numpy(np.stack(batch))

@@ -1,0 +1,163 @@
+"""``ofa-deploy demo``: the whole product on the host CPU, offline, in a few minutes.
+
+profile (or reuse) a latency table -> validate and calibrate it -> search at a few latency
+budgets and for the Pareto front -> compile the winners -> benchmark them -> write a report with
+measured vs predicted for every bundle. Everything lands in one output folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_deploy import __version__
+from ofa_deploy.backend import TimingOptions
+from ofa_deploy.bundle import benchmark_bundle, compile_bundle
+from ofa_deploy.devices import load_profile
+from ofa_deploy.host import describe_host
+from ofa_deploy.lut import load_lut
+from ofa_deploy.pareto_output import write_pareto
+from ofa_deploy.predictors import load_accuracy_predictor
+from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile
+from ofa_deploy.search import Objective, evolutionary_search, latency_constraint, pareto_search
+from ofa_deploy.space import ArchBatch, check_width_mult, largest_arch, save_arch_file
+from ofa_deploy.validation import validate, write_outputs
+
+
+@dataclass
+class DemoOptions:
+    out: Path
+    device: str = "host-cpu"
+    resolutions: tuple[int, ...] = (160, 176, 192)
+    width_mult: float = 1.0
+    samples: int = 24
+    budgets: tuple[float, ...] | None = None
+    accuracy_predictor: str | None = None
+    supernet: str | None = None
+    threads: int | None = None
+    generations: int = 300
+    seed: int = 0
+
+
+@dataclass
+class DemoResult:
+    options: DemoOptions
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def auto_budgets(table, resolutions) -> tuple[float, ...]:
+    """Three budgets spread between the fastest reachable sub-network and the largest one."""
+    fastest, _ = latency_constraint(table, 1.0).minimum(resolutions)
+    largest = float(table.predict_batch(ArchBatch.from_archs([largest_arch(max(resolutions))]))[0])
+    return tuple(round(fastest + f * (largest - fastest), 2) for f in (0.25, 0.5, 0.8))
+
+
+def run_demo(opts: DemoOptions) -> DemoResult:
+    result = DemoResult(opts)
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    device = load_profile(opts.device)
+    timing = TimingOptions(**{**vars(device.timing), **({"threads": opts.threads} if opts.threads else {})})
+    backend = device.create_backend(threads=timing.threads)
+    w = check_width_mult(opts.width_mult)
+    info = backend.check()
+    result.facts.update(
+        machine=describe_host(),
+        backend=backend.name, runtime=f"{info['runtime']} {info['runtime_version']}", threads=timing.threads,
+        device=device.name, width_mult=w, toolkit=__version__,
+    )
+
+    # 1. latency table (cached: a complete table is reused, a partial one resumed)
+    started = time.time()
+    lut_path = out / f"{device.name}-w{w}.lut.json"
+    plan = ProfilePlan.for_space(w, opts.resolutions)
+    existing = len(load_lut(lut_path)) if lut_path.exists() else 0
+    _say(f"[1/5] latency table: {len(plan.ops)} operators at r={list(opts.resolutions)} on {backend.name} "
+         f"({'reusing ' + str(lut_path) if existing else 'profiling'})")
+    meta = {"device": device.name, "backend": backend.name, "runtime": info["runtime"],
+            "runtime_version": info["runtime_version"], "threads": timing.threads, "timing": vars(backend.timing),
+            "settings": backend.settings}
+    table = profile(backend, plan, lut_path, meta, resume=lut_path.exists(), progress=sys.stderr.isatty())
+    result.facts.update(lut=str(lut_path), lut_keys=len(plan.ops), lut_reused=existing > 0,
+                        drift=drift_ratio(table))
+    result.steps.append(("profile", time.time() - started))
+
+    # 2. validate + calibrate
+    started = time.time()
+    _say(f"[2/5] validating the table on {opts.samples} sub-networks measured end to end")
+    e2e = device.create_backend(threads=timing.threads, instances=2)
+    validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=sys.stderr.isatty())
+    paths = write_outputs(validation, out / "validation")
+    table.calibration = validation.calibration
+    table.save(lut_path)
+    result.facts.update(validation=validation.report, scatter=str(paths["plot"].relative_to(out)))
+    result.steps.append(("validate", time.time() - started))
+
+    # 3. search
+    started = time.time()
+    res = tuple(sorted(opts.resolutions))
+    if opts.accuracy_predictor:
+        objective = Objective.accuracy(load_accuracy_predictor(opts.accuracy_predictor))
+    else:
+        objective = Objective.flops_proxy(w, res)
+    budgets = opts.budgets or auto_budgets(table, res)
+    _say(f"[3/5] searching ({objective.name}) at budgets {list(budgets)} ms and for the Pareto front")
+    front = pareto_search(objective, latency_constraint(table, max(budgets) * 1.25), [], res, seed=opts.seed)
+    write_pareto(front, out / "search", table.name)
+    winners = []
+    for budget in budgets:
+        found = evolutionary_search(objective, [latency_constraint(table, budget)], res,
+                                    generations=opts.generations, seed=opts.seed)
+        arch_path = out / "search" / f"arch-{budget:g}ms.json"
+        save_arch_file(arch_path, found.arch, width_mult=w,
+                       accuracy=found.score if objective.is_accuracy else None,
+                       latency_ms={table.name: table.predict(found.arch)}, objective=objective.name)
+        winners.append((budget, found))
+    result.facts.update(objective=objective.name, proxy=not objective.is_accuracy, budgets=list(budgets),
+                        pareto=str((out / "search" / "pareto.png").relative_to(out)), front_size=len(front.archs),
+                        front_seconds=front.seconds)
+    result.steps.append(("search", time.time() - started))
+
+    # 4 + 5. compile and benchmark every winner
+    started = time.time()
+    _say(f"[4/5] compiling {len(winners)} bundles for {backend.name}"
+         + ("" if opts.supernet else " (random weights: no --supernet given)"))
+    compiled = []
+    for budget, found in winners:
+        directory = out / "bundles" / f"{budget:g}ms"
+        compiled.append((budget, found, compile_bundle(found.arch, backend, directory, w, opts.supernet,
+                                                       table=table)))
+    result.steps.append(("compile", time.time() - started))
+    started = time.time()
+    _say("[5/5] benchmarking the bundles")
+    for budget, found, bundle in compiled:
+        measurement, _ = benchmark_bundle(bundle.directory, e2e)
+        result.bundles.append({
+            "budget_ms": budget,
+            "arch": str(found.arch),
+            "score": found.score,
+            "flops_m": bundle.manifest["flops_m"],
+            "params_m": bundle.manifest["params"] / 1e6,
+            "predicted_ms": measurement["predicted_ms"],
+            "measured_ms": measurement["measured_ms"],
+            "median_ms": measurement["latency_ms"]["median"],
+            "error_percent": measurement["error_percent"],
+            "max_abs_diff": bundle.manifest["verification"]["max_abs_diff"],
+            "path": str(bundle.directory.relative_to(out)),
+            "weights": bundle.manifest["weights"],
+        })
+    result.steps.append(("benchmark", time.time() - started))
+    errors = np.abs([b["error_percent"] for b in result.bundles])
+    result.facts["bundle_error_max"] = float(errors.max()) if errors.size else None
+    return result

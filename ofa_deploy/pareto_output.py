@@ -1,0 +1,52 @@
+"""Files for a Pareto front: a CSV a script can read and a plot a person can look at."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ofa_deploy.analytics import arch_stats
+from ofa_deploy.search import ParetoResult
+
+
+def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
+    """``pareto.csv`` (one row per front arch) and ``pareto.png`` (front over every evaluated arch)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    score_name = "accuracy" if front.objective.is_accuracy else "flops_m_proxy"
+    with (directory / "pareto.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["latency_ms", score_name, "flops_m", "r", "arch"])
+        for arch, lat, score, values in zip(front.archs, front.latency, front.scores, front.values):
+            flops = values.get("flops_m", arch_stats(arch).flops_m)
+            writer.writerow(
+                [
+                    f"{lat:.4f}",
+                    f"{score:.5f}",
+                    f"{flops:.2f}",
+                    arch.r,
+                    json.dumps(arch.to_dict(), separators=(",", ":")),
+                ]
+            )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cloud_lat, cloud_score = front.cloud
+    if len(cloud_lat):
+        keep = np.random.default_rng(0).permutation(len(cloud_lat))[:5000]
+        ax.scatter(cloud_lat[keep], cloud_score[keep], s=3, alpha=0.15, color="tab:gray", label="evaluated")
+    ax.step(front.latency, front.scores, where="post", color="tab:red", lw=1.5)
+    ax.scatter(front.latency, front.scores, s=12, color="tab:red", label=f"Pareto front ({len(front.archs)})")
+    ax.set_xlabel(f"predicted latency on {lut_name} (ms)")
+    ax.set_ylabel("predicted top-1 accuracy" if front.objective.is_accuracy else "MFLOPs (proxy)")
+    ax.set_title(f"{front.objective.name}: {front.evaluated} archs in {front.seconds:.1f} s", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(directory / "pareto.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,49 @@
+"""The main job end to end, with fast timing so it fits in the test suite."""
+
+import json
+
+from ofa_deploy.cli.main import main
+
+FAST_PROFILE = """name: fast-host
+description: host CPU through ONNX Runtime, few timing rounds (tests only)
+backend: onnxruntime
+timing: {threads: 1, warmup: 1, rounds: 3, runs: 4}
+"""
+
+
+def test_demo_runs_end_to_end_and_reuses_its_table(tmp_path, capsys):
+    device = tmp_path / "fast.yaml"
+    device.write_text(FAST_PROFILE)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--device", str(device), "--resolutions", "128", "--samples", "6",
+            "--generations", "30", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    report = (out / "report.md").read_text()
+    assert "Measured vs predicted" in report and "validation/scatter.png" in report and "search/pareto.png" in report
+    assert "proxy for accuracy" in report  # no predictor given: labelled as a proxy
+    assert (out / "validation" / "scatter.png").exists() and (out / "search" / "pareto.png").exists()
+    assert len(doc["bundles"]) == 3
+    for bundle in doc["bundles"]:
+        manifest = json.loads((out / bundle["path"] / "manifest.json").read_text())
+        assert manifest["measurements"] and manifest["predicted_latency"]["ms"] == bundle["predicted_ms"]
+        assert f"{bundle['measured_ms']:.3f}" in report
+    lut = next(out.glob("*.lut.json"))
+    assert doc["facts"]["lut_reused"] is False
+    # a second run reuses the cached table instead of profiling again
+    budgets = ",".join(f"{b:g}" for b in doc["facts"]["budgets"][1:])
+    assert main([*args[:-1], "--budgets", budgets]) == 0
+    err = capsys.readouterr().err
+    assert f"reusing {lut}" in err and "compiling 2 bundles" in err
+    assert "reused from the cache" in (out / "report.md").read_text()
+
+
+def test_demo_with_accuracy_predictor(reference_dir, tmp_path, capsys):
+    device = tmp_path / "fast.yaml"
+    device.write_text(FAST_PROFILE)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", str(device), "--resolutions", "160", "--samples", "4",
+                 "--generations", "20", "--width-mult", "1.2", "--accuracy-predictor",
+                 str(reference_dir / "acc_predictor.pth")]) == 0
+    report = (out / "report.md").read_text()
+    assert "predicted top-1" in report and "proxy" not in report
