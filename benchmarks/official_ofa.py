@@ -1,30 +1,47 @@
 """Load the official OFA tutorial search (``pip install --no-deps ofa``) on local data, for comparison.
 
-The PyPI package imports torchvision at package import (only for its ImageNet helpers) and its
-LatencyEstimator downloads tables and calls ``yaml.load`` without a Loader (an error on PyYAML 6).
-So: a stand-in ``torchvision`` module satisfies the import, and the official estimator objects are
-filled with the local Note10 tables; their query/prediction code and the EvolutionFinder run as
-published.
+The PyPI package imports torchvision (for its ImageNet helpers) and gdown (for downloads) when
+the package is imported, and its LatencyEstimator downloads tables and calls ``yaml.load``
+without a Loader (an error on PyYAML 6). So: stand-in ``torchvision`` and ``gdown`` modules satisfy
+the imports, and the official estimator objects are filled with the local Note10 tables; their
+query/prediction code and the EvolutionFinder run as published.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import sys
 import types
 from pathlib import Path
 
 import yaml
 
+STAND_INS = ("torchvision", "gdown")
+
+
+class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers imports of the stand-in packages with empty packages whose attributes are inert
+    placeholders: the official search code never calls them."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in STAND_INS:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = lambda name: type(name, (), {"__init__": lambda self, *a, **k: None})
+        return module
+
+    def exec_module(self, module):
+        return None
+
 
 def _stand_in_torchvision() -> None:
-    if "torchvision" in sys.modules:
-        return
-    tv = types.ModuleType("torchvision")
-    tv.transforms = types.ModuleType("torchvision.transforms")
-    tv.datasets = types.ModuleType("torchvision.datasets")
-    sys.modules.update(
-        {"torchvision": tv, "torchvision.transforms": tv.transforms, "torchvision.datasets": tv.datasets}
-    )
+    if not any(isinstance(f, _StandInFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _StandInFinder())
 
 
 def official_modules():

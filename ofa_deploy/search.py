@@ -190,6 +190,40 @@ def common_resolutions(tables: Sequence[LatencyTable], allowed: Sequence[int]) -
 # ---------------------------------------------------------------------- evolutionary search
 
 
+class ScoreCache:
+    """Memoised objective: evolution keeps proposing networks it has already scored (late
+    generations mostly recombine near-identical parents), so each distinct network is scored once."""
+
+    def __init__(self, score: Callable[[ArchBatch], np.ndarray]) -> None:
+        self.score = score
+        self.store: dict[bytes, float] = {}
+
+    @staticmethod
+    def keys(batch: ArchBatch) -> list[bytes]:
+        c = batch.canonical()
+        table = np.concatenate([c.ks, c.e, c.d, c.r[:, None] // 4], axis=1).astype(np.uint8)
+        return [row.tobytes() for row in table]
+
+    def __call__(self, batch: ArchBatch) -> np.ndarray:
+        keys = self.keys(batch)
+        missing: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self.store and key not in missing:
+                missing[key] = i
+        if missing:
+            values = self.score(batch[np.fromiter(missing.values(), dtype=np.int64)])
+            self.store.update(zip(missing, values.tolist()))
+        return np.fromiter((self.store[k] for k in keys), dtype=np.float64, count=len(keys))
+
+
+def _single_threaded_blas():
+    """Scoring 100 archs is a few small matrix products: BLAS threads only add synchronisation,
+    and on a loaded 2-core machine they made the search 3-10x slower."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def evolutionary_search(
     objective: Objective,
     constraints: Sequence[Constraint],
@@ -204,14 +238,42 @@ def evolutionary_search(
 ) -> SearchResult:
     if population < 4 or generations < 1:
         raise BadInputError("population must be at least 4 and generations at least 1")
+    with _single_threaded_blas():
+        return _evolve(
+            objective,
+            constraints,
+            resolutions,
+            population,
+            generations,
+            parent_ratio,
+            mutation_ratio,
+            mutate_prob,
+            seed,
+            progress,
+        )
+
+
+def _evolve(
+    objective,
+    constraints,
+    resolutions,
+    population,
+    generations,
+    parent_ratio,
+    mutation_ratio,
+    mutate_prob,
+    seed,
+    progress,
+) -> SearchResult:
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     n_parents = max(2, int(round(parent_ratio * population)))
     n_mutants = int(round(mutation_ratio * population))
     n_crossovers = population - n_mutants
 
+    score = ScoreCache(objective.score)
     pop = initial_population(rng, population, constraints, resolutions)
-    scores = objective.score(pop)
+    scores = score(pop)
     evaluated = len(pop)
     history: list[float] = []
     best_arch, best_score = pop[[int(np.argmax(scores))]], float(scores.max())
@@ -238,7 +300,7 @@ def evolutionary_search(
             constraints,
         )
         children = mutants.concat(crossed)
-        child_scores = objective.score(children) if len(children) else np.zeros(0)
+        child_scores = score(children) if len(children) else np.zeros(0)
         evaluated += len(children)
         pop = parents.concat(children)
         scores = np.concatenate([parent_scores, child_scores])
@@ -337,6 +399,13 @@ def pareto_search(
     progress: bool = False,
 ) -> ParetoResult:
     """NSGA-II maximising the objective and minimising ``latency`` (up to its limit)."""
+    with _single_threaded_blas():
+        return _nsga2(objective, latency, others, resolutions, population, generations, mutate_prob, seed, progress)
+
+
+def _nsga2(
+    objective, latency, others, resolutions, population, generations, mutate_prob, seed, progress
+) -> ParetoResult:
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     constraints = [latency, *others]

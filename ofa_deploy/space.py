@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ WIDTH_MULTS: tuple[float, ...] = (1.0, 1.2)
 # What an inactive slot is normalised to in the canonical form (the smallest choice).
 _CANONICAL_KS = KERNEL_SIZES[0]
 _CANONICAL_E = EXPAND_RATIOS[0]
+_SLOT_IN_STAGE = np.tile(np.arange(MAX_DEPTH), N_STAGES)  # position of each of the 20 slots in its stage
 
 _FIELDS = ("ks", "e", "d", "r")
 
@@ -210,6 +212,11 @@ def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
 
 
 def check_resolutions(resolutions: Iterable[int]) -> tuple[int, ...]:
+    return _checked_resolutions(tuple(resolutions))
+
+
+@lru_cache(maxsize=64)
+def _checked_resolutions(resolutions: tuple) -> tuple[int, ...]:
     res = tuple(sorted({_check_resolution(r, None) for r in resolutions}))
     if not res:
         raise BadInputError("at least one resolution is needed")
@@ -271,13 +278,13 @@ class ArchBatch:
         ]
 
     def __getitem__(self, index: Any) -> ArchBatch:
-        index = np.atleast_1d(np.arange(len(self))[index])
+        if not (isinstance(index, np.ndarray) and index.dtype.kind == "i"):
+            index = np.atleast_1d(np.arange(len(self))[index])
         return ArchBatch(ks=self.ks[index], e=self.e[index], d=self.d[index], r=self.r[index])
 
     def active_mask(self) -> np.ndarray:
         """(N, 20) bool: which slots build a block."""
-        slot = np.tile(np.arange(MAX_DEPTH), N_STAGES)
-        return slot[None, :] < np.repeat(self.d, MAX_DEPTH, axis=1)
+        return _SLOT_IN_STAGE[None, :] < np.repeat(self.d, MAX_DEPTH, axis=1)
 
     def canonical(self) -> ArchBatch:
         mask = self.active_mask()

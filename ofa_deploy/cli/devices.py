@@ -28,14 +28,22 @@ def backend_status() -> dict[str, dict]:
     return status
 
 
+def adb_devices() -> list[dict[str, str]]:
+    """Phones the local adb server sees (empty when none is running)."""
+    from ofa_deploy.backends.adb import list_adb_devices
+
+    return list_adb_devices()
+
+
 def run(args: argparse.Namespace) -> int:
     backends = backend_status()
+    phones = adb_devices()
     profiles = []
     for name in builtin_profile_names():
         profile = load_profile(name)
         profiles.append({**profile.to_dict(), "available": backends.get(profile.backend, {}).get("available", False)})
     if args.json:
-        print_json({"profiles": profiles, "backends": backends})
+        print_json({"profiles": profiles, "backends": backends, "adb_devices": phones})
         return 0
     print("Device profiles (use with --device NAME):")
     rows = [(p["name"], p["backend"], "yes" if p["available"] else "no", p["description"]) for p in profiles]
@@ -50,4 +58,9 @@ def run(args: argparse.Namespace) -> int:
         for name, s in backends.items()
     ]
     print(format_table(["backend", "ready", "runtime"], rows))
+    print("\nADB devices (use with settings.serial, backend adb):")
+    if phones:
+        print(format_table(["serial", "state"], [(p["serial"], p["state"]) for p in phones]))
+    else:
+        print("  none (no adb server running, or no phone connected)")
     return 0
