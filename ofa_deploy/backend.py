@@ -41,6 +41,7 @@ BUILTIN_BACKENDS = {
     "onnxruntime": "ofa_deploy.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "ofa_deploy.backends.openvino:OpenVinoBackend",
     "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
+    "adb": "ofa_deploy.backends.adb:AdbBackend",
 }
 
 
@@ -189,6 +190,8 @@ class Backend(ABC):
     # Operators per measure() call while profiling (and per table save): 1 on the host; a remote
     # target such as a phone measures many models per round trip.
     batch_size: ClassVar[int] = 1
+    # Whether timings are taken on this machine (so its load matters; see ofa_deploy.host.busy_warning).
+    times_on_host: ClassVar[bool] = True
 
     def __init__(self, timing: TimingOptions | None = None, **settings: Any) -> None:
         self.timing = timing or TimingOptions()

@@ -84,8 +84,13 @@ def _verify(backend: Backend, directory: Path, artifact: Artifact, net: torch.nn
         fed = x.transpose(0, 2, 3, 1).copy() if artifact.layout == "NHWC" else x
         got = np.asarray(run(fed)).reshape(expected.shape)
         worst = max(worst, float(np.abs(got - expected).max()))
-    return {"against": "torch (extracted sub-network)", "inputs": n, "max_abs_diff": worst,
-            "tolerance": VERIFY_TOLERANCE, "passed": worst <= VERIFY_TOLERANCE}
+    return {
+        "against": "torch (extracted sub-network)",
+        "inputs": n,
+        "max_abs_diff": worst,
+        "tolerance": VERIFY_TOLERANCE,
+        "passed": worst <= VERIFY_TOLERANCE,
+    }
 
 
 def compile_bundle(
@@ -147,8 +152,12 @@ def compile_bundle(
         "artifact": {
             "files": files,
             "main": artifact.main,
-            "input": {"name": artifact.input_name, "shape": artifact.input_shape, "layout": artifact.layout,
-                      "dtype": "float32"},
+            "input": {
+                "name": artifact.input_name,
+                "shape": artifact.input_shape,
+                "layout": artifact.layout,
+                "dtype": "float32",
+            },
             "output": {"name": artifact.output_name, "shape": artifact.output_shape, "meaning": "logits, 1000 classes"},
             "preprocessing": preprocessing(arch.r),
         },
@@ -226,19 +235,32 @@ def verify_checksums(directory: Path, manifest: dict[str, Any]) -> None:
 def artifact_of(manifest: dict[str, Any]) -> Artifact:
     a = manifest["artifact"]
     model_files = [f for f in a["files"] if f != "arch.json"]
-    return Artifact(model_files, a["input"]["name"], list(a["input"]["shape"]), a["input"]["layout"],
-                    a["output"]["name"], list(a["output"]["shape"]))
+    return Artifact(
+        model_files,
+        a["input"]["name"],
+        list(a["input"]["shape"]),
+        a["input"]["layout"],
+        a["output"]["name"],
+        list(a["output"]["shape"]),
+    )
 
 
 # ---------------------------------------------------------------------- benchmark
 
 
-def benchmark_bundle(
-    directory: Path, backend: Backend, table: LatencyTable | None = None
-) -> tuple[dict[str, Any], LatencyStats]:
-    """Time the bundle's artifact, compare with its prediction, append the result to the manifest."""
+def open_bundle(directory: Path) -> dict[str, Any]:
+    """The manifest of a bundle whose files all match their checksums (else BadInputError)."""
     manifest = read_manifest(directory)
     verify_checksums(directory, manifest)
+    return manifest
+
+
+def benchmark_bundle(
+    directory: Path, backend: Backend, table: LatencyTable | None = None, manifest: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], LatencyStats]:
+    """Time the bundle's artifact, compare with its prediction, append the result to the manifest.
+    ``manifest``: one already returned by :func:`open_bundle` (else the bundle is opened here)."""
+    manifest = manifest if manifest is not None else open_bundle(directory)
     artifact = artifact_of(manifest)
     if backend.artifact_suffix != Path(artifact.main).suffix:
         raise BadInputError(
@@ -250,9 +272,11 @@ def benchmark_bundle(
     predicted = manifest.get("predicted_latency")
     reference_info = manifest.get("reference")
     if table is not None:
-        predicted = {"ms": table.predict(arch, manifest["width_mult"]),
-                     "uncalibrated_ms": table.predict(arch, manifest["width_mult"], calibrated=False),
-                     "lut": table.identity()}
+        predicted = {
+            "ms": table.predict(arch, manifest["width_mult"]),
+            "uncalibrated_ms": table.predict(arch, manifest["width_mult"], calibrated=False),
+            "lut": table.identity(),
+        }
         reference_info = table.metadata.get("reference")
     reference: Reference | None = None
     if reference_info:
@@ -264,8 +288,13 @@ def benchmark_bundle(
         "runtime": backend.runtime_info(),
         "threads": backend.timing.threads,
         "latency_ms": {
-            "mean": stats.mean, "median": stats.median, "p90": stats.p90, "p99": stats.p99, "std": stats.std,
-            "min": stats.min, "count": stats.count,
+            "mean": stats.mean,
+            "median": stats.median,
+            "p90": stats.p90,
+            "p99": stats.p99,
+            "std": stats.std,
+            "min": stats.min,
+            "count": stats.count,
         },
         "measured_ms": stats.estimate,
         "measured_raw_ms": stats.raw_estimate,

@@ -74,8 +74,12 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     info = backend.check()
     result.facts.update(
         machine=describe_host(),
-        backend=backend.name, runtime=f"{info['runtime']} {info['runtime_version']}", threads=timing.threads,
-        device=device.name, width_mult=w, toolkit=__version__,
+        backend=backend.name,
+        runtime=f"{info['runtime']} {info['runtime_version']}",
+        threads=timing.threads,
+        device=device.name,
+        width_mult=w,
+        toolkit=__version__,
     )
 
     # 1. latency table (cached: a complete table is reused, a partial one resumed)
@@ -83,14 +87,21 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     lut_path = out / f"{device.name}-w{w}.lut.json"
     plan = ProfilePlan.for_space(w, opts.resolutions)
     existing = len(load_lut(lut_path)) if lut_path.exists() else 0
-    _say(f"[1/5] latency table: {len(plan.ops)} operators at r={list(opts.resolutions)} on {backend.name} "
-         f"({'reusing ' + str(lut_path) if existing else 'profiling'})")
-    meta = {"device": device.name, "backend": backend.name, "runtime": info["runtime"],
-            "runtime_version": info["runtime_version"], "threads": timing.threads, "timing": vars(backend.timing),
-            "settings": backend.settings}
+    _say(
+        f"[1/5] latency table: {len(plan.ops)} operators at r={list(opts.resolutions)} on {backend.name} "
+        f"({'reusing ' + str(lut_path) if existing else 'profiling'})"
+    )
+    meta = {
+        "device": device.name,
+        "backend": backend.name,
+        "runtime": info["runtime"],
+        "runtime_version": info["runtime_version"],
+        "threads": timing.threads,
+        "timing": vars(backend.timing),
+        "settings": backend.settings,
+    }
     table = profile(backend, plan, lut_path, meta, resume=lut_path.exists(), progress=sys.stderr.isatty())
-    result.facts.update(lut=str(lut_path), lut_keys=len(plan.ops), lut_reused=existing > 0,
-                        drift=drift_ratio(table))
+    result.facts.update(lut=str(lut_path), lut_keys=len(plan.ops), lut_reused=existing > 0, drift=drift_ratio(table))
     result.steps.append(("profile", time.time() - started))
 
     # 2. validate + calibrate
@@ -117,46 +128,60 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     write_pareto(front, out / "search", table.name)
     winners = []
     for budget in budgets:
-        found = evolutionary_search(objective, [latency_constraint(table, budget)], res,
-                                    generations=opts.generations, seed=opts.seed)
+        found = evolutionary_search(
+            objective, [latency_constraint(table, budget)], res, generations=opts.generations, seed=opts.seed
+        )
         arch_path = out / "search" / f"arch-{budget:g}ms.json"
-        save_arch_file(arch_path, found.arch, width_mult=w,
-                       accuracy=found.score if objective.is_accuracy else None,
-                       latency_ms={table.name: table.predict(found.arch)}, objective=objective.name)
+        save_arch_file(
+            arch_path,
+            found.arch,
+            width_mult=w,
+            accuracy=found.score if objective.is_accuracy else None,
+            latency_ms={table.name: table.predict(found.arch)},
+            objective=objective.name,
+        )
         winners.append((budget, found))
-    result.facts.update(objective=objective.name, proxy=not objective.is_accuracy, budgets=list(budgets),
-                        pareto=str((out / "search" / "pareto.png").relative_to(out)), front_size=len(front.archs),
-                        front_seconds=front.seconds)
+    result.facts.update(
+        objective=objective.name,
+        proxy=not objective.is_accuracy,
+        budgets=list(budgets),
+        pareto=str((out / "search" / "pareto.png").relative_to(out)),
+        front_size=len(front.archs),
+        front_seconds=front.seconds,
+    )
     result.steps.append(("search", time.time() - started))
 
     # 4 + 5. compile and benchmark every winner
     started = time.time()
-    _say(f"[4/5] compiling {len(winners)} bundles for {backend.name}"
-         + ("" if opts.supernet else " (random weights: no --supernet given)"))
+    _say(
+        f"[4/5] compiling {len(winners)} bundles for {backend.name}"
+        + ("" if opts.supernet else " (random weights: no --supernet given)")
+    )
     compiled = []
     for budget, found in winners:
         directory = out / "bundles" / f"{budget:g}ms"
-        compiled.append((budget, found, compile_bundle(found.arch, backend, directory, w, opts.supernet,
-                                                       table=table)))
+        compiled.append((budget, found, compile_bundle(found.arch, backend, directory, w, opts.supernet, table=table)))
     result.steps.append(("compile", time.time() - started))
     started = time.time()
     _say("[5/5] benchmarking the bundles")
     for budget, found, bundle in compiled:
         measurement, _ = benchmark_bundle(bundle.directory, e2e)
-        result.bundles.append({
-            "budget_ms": budget,
-            "arch": str(found.arch),
-            "score": found.score,
-            "flops_m": bundle.manifest["flops_m"],
-            "params_m": bundle.manifest["params"] / 1e6,
-            "predicted_ms": measurement["predicted_ms"],
-            "measured_ms": measurement["measured_ms"],
-            "median_ms": measurement["latency_ms"]["median"],
-            "error_percent": measurement["error_percent"],
-            "max_abs_diff": bundle.manifest["verification"]["max_abs_diff"],
-            "path": str(bundle.directory.relative_to(out)),
-            "weights": bundle.manifest["weights"],
-        })
+        result.bundles.append(
+            {
+                "budget_ms": budget,
+                "arch": str(found.arch),
+                "score": found.score,
+                "flops_m": bundle.manifest["flops_m"],
+                "params_m": bundle.manifest["params"] / 1e6,
+                "predicted_ms": measurement["predicted_ms"],
+                "measured_ms": measurement["measured_ms"],
+                "median_ms": measurement["latency_ms"]["median"],
+                "error_percent": measurement["error_percent"],
+                "max_abs_diff": bundle.manifest["verification"]["max_abs_diff"],
+                "path": str(bundle.directory.relative_to(out)),
+                "weights": bundle.manifest["weights"],
+            }
+        )
     result.steps.append(("benchmark", time.time() - started))
     errors = np.abs([b["error_percent"] for b in result.bundles])
     result.facts["bundle_error_max"] = float(errors.max()) if errors.size else None

@@ -18,3 +18,19 @@ def describe_host() -> str:
         pass
     system = f"{platform.system()} {platform.machine()}"
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
+
+
+def busy_warning() -> str | None:
+    """A warning when other processes already keep the CPUs busy: timings then measure the
+    scheduler more than the model (seen here: a calibration slope of 2.3 instead of 1.1)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    if load > cores - 0.5:
+        return (
+            f"the machine is busy (load average {load:.1f} on {cores} cores): latency measurements will be "
+            "noisy and biased; stop other jobs or pin this one to an idle core"
+        )
+    return None

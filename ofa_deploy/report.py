@@ -39,12 +39,16 @@ def render_markdown(result: DemoResult) -> str:
     ]
     for name, key in (("LUT sum", "before"), ("calibrated", "after")):
         m = v[key]
-        lines.append(f"| {name} | {m['rmse_ms']:.3f} | {m['mape']:.1%} | {m['kendall_tau']:.3f} | "
-                     f"{_pct(m['acc5'])} | {_pct(m['acc10'])} |")
+        lines.append(
+            f"| {name} | {m['rmse_ms']:.3f} | {m['mape']:.1%} | {m['kendall_tau']:.3f} | "
+            f"{_pct(m['acc5'])} | {_pct(m['acc10'])} |"
+        )
     lines += ["", f"![measured vs predicted]({f['scatter']})", "", "## 3. Search", ""]
     if f["proxy"]:
-        lines.append("No accuracy predictor was given (`--accuracy-predictor`), so the search **maximised FLOPs "
-                     "as a proxy for accuracy**; the scores below are MFLOPs, not accuracy.")
+        lines.append(
+            "No accuracy predictor was given (`--accuracy-predictor`), so the search **maximised FLOPs "
+            "as a proxy for accuracy**; the scores below are MFLOPs, not accuracy."
+        )
     else:
         lines.append(f"Objective: {f['objective']}.")
     lines += [
@@ -55,7 +59,8 @@ def render_markdown(result: DemoResult) -> str:
         "",
         "## 4. Bundles: measured vs predicted",
         "",
-        "| budget (ms) | sub-network | " + ("MFLOPs (proxy score)" if f["proxy"] else "predicted top-1")
+        "| budget (ms) | sub-network | "
+        + ("MFLOPs (proxy score)" if f["proxy"] else "predicted top-1")
         + " | params (M) | predicted (ms) | measured (ms) | error | artifact vs torch | bundle |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -72,8 +77,12 @@ def render_markdown(result: DemoResult) -> str:
         "Measured = median of round minima, normalised by the table's reference operator (the same protocol as "
         "the table); raw medians are in each bundle's `manifest.json`.",
         "",
-        "Weights: " + ("random (no `--supernet` given): right for latency, not for accuracy." if weights == {"random"}
-                       else "from the supernet checkpoint."),
+        "Weights: "
+        + (
+            "random (no `--supernet` given): right for latency, not for accuracy."
+            if weights == {"random"}
+            else "from the supernet checkpoint."
+        ),
         "",
         "## Timings",
         "",

@@ -15,13 +15,15 @@ FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert.interpreter"}
 
 
-@pytest.fixture(params=sorted(BUILTIN_BACKENDS))
+@pytest.fixture(params=sorted(RUNTIME_MODULES))
 def backend(request):
+    """The host backends (the adb backend needs a device: tests/test_adb_device.py covers it)."""
     return create_backend(request.param, FAST)
 
 
 def test_registry_lists_builtins():
     assert set(BUILTIN_BACKENDS) <= set(backend_registry())
+    assert set(RUNTIME_MODULES) | {"adb"} == set(BUILTIN_BACKENDS)
 
 
 def test_check_reports_runtime(backend):

@@ -15,8 +15,20 @@ def test_demo_runs_end_to_end_and_reuses_its_table(tmp_path, capsys):
     device = tmp_path / "fast.yaml"
     device.write_text(FAST_PROFILE)
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--device", str(device), "--resolutions", "128", "--samples", "6",
-            "--generations", "30", "--json"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--device",
+        str(device),
+        "--resolutions",
+        "128",
+        "--samples",
+        "6",
+        "--generations",
+        "30",
+        "--json",
+    ]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     report = (out / "report.md").read_text()
@@ -42,8 +54,27 @@ def test_demo_with_accuracy_predictor(reference_dir, tmp_path, capsys):
     device = tmp_path / "fast.yaml"
     device.write_text(FAST_PROFILE)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--device", str(device), "--resolutions", "160", "--samples", "4",
-                 "--generations", "20", "--width-mult", "1.2", "--accuracy-predictor",
-                 str(reference_dir / "acc_predictor.pth")]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--device",
+                str(device),
+                "--resolutions",
+                "160",
+                "--samples",
+                "4",
+                "--generations",
+                "20",
+                "--width-mult",
+                "1.2",
+                "--accuracy-predictor",
+                str(reference_dir / "acc_predictor.pth"),
+            ]
+        )
+        == 0
+    )
     report = (out / "report.md").read_text()
     assert "predicted top-1" in report and "proxy" not in report

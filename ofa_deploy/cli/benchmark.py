@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ofa_deploy.backend import TimingOptions
-from ofa_deploy.bundle import benchmark_bundle, read_manifest
-from ofa_deploy.cli.common import make_backend, resolve_profile
+from ofa_deploy.bundle import benchmark_bundle, open_bundle
+from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import format_table, print_json
 from ofa_deploy.lut import load_lut
 
@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     directory = Path(args.bundle)
-    manifest = read_manifest(directory)
+    manifest = open_bundle(directory)
     if not args.backend and not args.device:
         args.backend = manifest["backend"]["name"]
     device = resolve_profile(args)
@@ -36,22 +36,36 @@ def run(args: argparse.Namespace) -> int:
     base = TimingOptions(**{**timing, "instances": 3}) if timing else TimingOptions(instances=3)
     backend = make_backend(args, device, base)
     table = load_lut(args.lut) if args.lut else None
-    result, _ = benchmark_bundle(directory, backend, table)
+    warn_if_busy(backend)
+    result, _ = benchmark_bundle(directory, backend, table, manifest)
     if args.json:
         print_json(result)
         return 0
     lat = result["latency_ms"]
-    rows = [["mean", f"{lat['mean']:.3f}"], ["median", f"{lat['median']:.3f}"], ["p90", f"{lat['p90']:.3f}"],
-            ["p99", f"{lat['p99']:.3f}"], ["std", f"{lat['std']:.3f}"], ["count", lat["count"]],
-            ["measured (robust)", f"{result['measured_ms']:.3f}"]]
+    rows = [
+        ["mean", f"{lat['mean']:.3f}"],
+        ["median", f"{lat['median']:.3f}"],
+        ["p90", f"{lat['p90']:.3f}"],
+        ["p99", f"{lat['p99']:.3f}"],
+        ["std", f"{lat['std']:.3f}"],
+        ["count", lat["count"]],
+        ["measured (robust)", f"{result['measured_ms']:.3f}"],
+    ]
     if result["predicted_ms"] is not None:
-        rows += [["predicted", f"{result['predicted_ms']:.3f}"],
-                 ["measured / predicted", f"{result['ratio_measured_to_predicted']:.3f}"],
-                 ["prediction error", f"{result['error_percent']:+.1f}%"]]
-    print(f"{directory} on {backend.name} ({result['runtime']['runtime']} {result['runtime']['runtime_version']}, "
-          f"{backend.timing.threads} thread(s))")
+        rows += [
+            ["predicted", f"{result['predicted_ms']:.3f}"],
+            ["measured / predicted", f"{result['ratio_measured_to_predicted']:.3f}"],
+            ["prediction error", f"{result['error_percent']:+.1f}%"],
+        ]
+    print(
+        f"{directory} on {backend.name} ({result['runtime']['runtime']} {result['runtime']['runtime_version']}, "
+        f"{backend.timing.threads} thread(s))"
+    )
     print(format_table(["latency (ms)", "value"], rows))
-    note = ("robust figure = median of round minima, normalised by the LUT's reference operator"
-            if result["normalised_by_reference"] else "robust figure = median of round minima")
+    note = (
+        "robust figure = median of round minima, normalised by the LUT's reference operator"
+        if result["normalised_by_reference"]
+        else "robust figure = median of round minima"
+    )
     print(f"\n{note}; appended to {directory / 'manifest.json'}")
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ofa_deploy.backend import Backend, TimingOptions, create_backend
 from ofa_deploy.devices import DeviceProfile, default_profile_for, load_profile
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.host import busy_warning
 from ofa_deploy.space import RESOLUTIONS, check_resolutions
 
 
@@ -63,3 +65,10 @@ def make_backend(args: argparse.Namespace, profile: DeviceProfile | None, base: 
     timing = vars(base or TimingOptions()).copy()
     timing.update({k: v for k, v in overrides.items() if v is not None})
     return create_backend(args.backend, TimingOptions(**timing))
+
+
+def warn_if_busy(backend: Backend) -> None:
+    """One warning line when this machine's load would bias timings taken on it."""
+    busy = busy_warning() if backend.times_on_host else None
+    if busy:
+        print(f"warning: {busy}", file=sys.stderr)

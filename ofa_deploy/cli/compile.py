@@ -16,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compile", help="compile a sub-network into a deployment bundle")
     p.add_argument("--arch", required=True, help="Arch JSON file")
     add_target_args(p)
-    p.add_argument("--supernet", help="supernet checkpoint (official OFA layout or the toolkit's); without it, "
-                                      "random weights")
+    p.add_argument(
+        "--supernet", help="supernet checkpoint (official OFA layout or the toolkit's); without it, random weights"
+    )
     p.add_argument("--width-mult", type=float, help="1.0 or 1.2 (default: from the checkpoint or the arch file)")
     p.add_argument("--calib-data", help="ImageFolder directory to re-calibrate BatchNorm statistics on")
     p.add_argument("--calib-images", type=int, default=256, help="images used for BN re-calibration")
@@ -34,19 +35,26 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args, device)
     table = load_lut(args.lut) if args.lut else None
     if args.supernet is None:
-        info("warning: no --supernet: the bundle gets RANDOM weights (right for latency, useless for accuracy); "
-             "the manifest says \"weights\": \"random\"")
-    result = compile_bundle(arch, backend, Path(args.out), width_mult, args.supernet, args.calib_data,
-                            args.calib_images, table)
+        info(
+            "warning: no --supernet: the bundle gets RANDOM weights (right for latency, useless for accuracy); "
+            'the manifest says "weights": "random"'
+        )
+    result = compile_bundle(
+        arch, backend, Path(args.out), width_mult, args.supernet, args.calib_data, args.calib_images, table
+    )
     m = result.manifest
     if args.json:
         print_json(m)
         return 0
     v = m["verification"]
-    print(f"wrote {args.out}: {', '.join(m['artifact']['files'])} + manifest.json "
-          f"({m['backend']['runtime']} {m['backend']['runtime_version']})")
-    print(f"verified against torch: max |diff| {v['max_abs_diff']:.2e} (tolerance {v['tolerance']:g}) "
-          f"{'OK' if v['passed'] else 'FAILED'}")
+    print(
+        f"wrote {args.out}: {', '.join(m['artifact']['files'])} + manifest.json "
+        f"({m['backend']['runtime']} {m['backend']['runtime_version']})"
+    )
+    print(
+        f"verified against torch: max |diff| {v['max_abs_diff']:.2e} (tolerance {v['tolerance']:g}) "
+        f"{'OK' if v['passed'] else 'FAILED'}"
+    )
     if m["predicted_latency"]:
         print(f"predicted latency: {m['predicted_latency']['ms']:.3f} ms")
     return 0

@@ -31,23 +31,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets else None
     opts = DemoOptions(
-        out=Path(args.out), device=args.device, resolutions=parse_resolutions(args.resolutions),
-        width_mult=args.width_mult, samples=args.samples, budgets=budgets,
-        accuracy_predictor=args.accuracy_predictor, supernet=args.supernet, threads=args.threads,
+        out=Path(args.out),
+        device=args.device,
+        resolutions=parse_resolutions(args.resolutions),
+        width_mult=args.width_mult,
+        samples=args.samples,
+        budgets=budgets,
+        accuracy_predictor=args.accuracy_predictor,
+        supernet=args.supernet,
+        threads=args.threads,
         generations=args.generations,
     )
     started = time.time()
     result = run_demo(opts)
     report = write_report(result)
     if args.json:
-        print_json({"report": str(report), "facts": result.facts, "bundles": result.bundles,
-                    "seconds": time.time() - started})
+        print_json(
+            {"report": str(report), "facts": result.facts, "bundles": result.bundles, "seconds": time.time() - started}
+        )
         return 0
-    rows = [[f"{b['budget_ms']:g}", f"{b['predicted_ms']:.3f}", f"{b['measured_ms']:.3f}",
-             f"{b['error_percent']:+.1f}%", b["path"]] for b in result.bundles]
+    rows = [
+        [
+            f"{b['budget_ms']:g}",
+            f"{b['predicted_ms']:.3f}",
+            f"{b['measured_ms']:.3f}",
+            f"{b['error_percent']:+.1f}%",
+            b["path"],
+        ]
+        for b in result.bundles
+    ]
     print(format_table(["budget ms", "predicted ms", "measured ms", "error", "bundle"], rows))
     after = result.facts["validation"]["after"]
-    print(f"\nvalidation (held out, calibrated): ±5% {after['acc5']:.0%}, ±10% {after['acc10']:.0%}, "
-          f"tau {after['kendall_tau']:.2f}")
+    print(
+        f"\nvalidation (held out, calibrated): ±5% {after['acc5']:.0%}, ±10% {after['acc10']:.0%}, "
+        f"tau {after['kendall_tau']:.2f}"
+    )
     print(f"report: {report}  ({time.time() - started:.0f} s in all)")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile
+from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import info, print_json
 from ofa_deploy.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile
 from ofa_deploy.space import check_width_mult
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": backend.settings,
         "width_mult": width_mult,
     }
+    warn_if_busy(backend)
     out = Path(args.out)
     info(
         f"profiling {len(plan.ops)} distinct operators ({len(resolutions)} resolution(s), w{width_mult}) "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ofa_deploy.backend import TimingOptions
-from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile
+from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import format_table, info, print_json
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.lut import load_lut
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args, device, TimingOptions(**timing) if timing else None)
     if lut_backend and lut_backend != backend.name:
         raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
+    warn_if_busy(backend)
     result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
     paths = write_outputs(result, Path(args.out))
     if not args.no_save:

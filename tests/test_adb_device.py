@@ -1,0 +1,266 @@
+"""The adb backend end to end: the real adb-shell client against a loopback ADB device
+(tests/adb_device), which runs the pushed models with ai-edge-litert behind a benchmark_model
+stand-in. No physical phone is involved."""
+
+import json
+import socket
+import stat
+import sys
+import threading
+
+import pytest
+import yaml
+
+from ofa_deploy.backend import BUILTIN_BACKENDS, TimingOptions
+from ofa_deploy.backends.adb import AdbBackend, list_adb_devices
+from ofa_deploy.backends.benchmark_model_output import BenchmarkFailedError
+from ofa_deploy.cli.main import main
+from ofa_deploy.errors import RuntimeMissingError, TargetUnavailableError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.lut import load_lut
+from ofa_deploy.ops import arch_ops, resolution_ops
+from ofa_deploy.profiling import reference_key
+from ofa_deploy.space import smallest_arch
+from tests.adb_device import FakeAdbDevice
+
+FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
+HOSTILE = "a b;touch PWNED'$(x)"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The registry entry (until ofa_deploy.backend lists adb) and a private config dir for the key."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(BUILTIN_BACKENDS, "adb", "ofa_deploy.backends.adb:AdbBackend")
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+        mp.delenv("ANDROID_SERIAL", raising=False)
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def device(env, tmp_path_factory):
+    phone = FakeAdbDevice(tmp_path_factory.mktemp("phone")).start()
+    phone.stub = phone.install_benchmark_stub(tmp_path_factory.mktemp("host-bin"))
+    yield phone
+    phone.stop()
+
+
+def settings(device, **extra):
+    return {
+        "serial": device.serial,
+        "benchmark_model": str(device.stub),
+        "taskset": "f0",
+        "retries": 1,
+        "retry_delay_s": 0.05,
+        "connect_timeout_s": 5,
+        **extra,
+    }
+
+
+def device_dir(device, name="ofa-deploy"):
+    return device.fs.root / "data" / "local" / "tmp" / name
+
+
+def no_pwned(device, tmp_path):
+    return not any(p.name.startswith("PWNED") for root in (device.fs.root, tmp_path) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def profile_yaml(device, tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "loopback-phone.yaml"
+    doc = {
+        "name": "loopback-phone",
+        "description": "loopback ADB device (tests)",
+        "backend": "adb",
+        "resolutions": [160],
+        "timing": {"threads": 1, "warmup": 1, "rounds": 2, "runs": 3},
+        "settings": settings(device, batch_size=16),
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def adb_lut(device, profile_yaml, tmp_path_factory):
+    """Profile r160 through the CLI, losing the phone mid-run, then resuming: (table path, exit codes, stderr)."""
+    out = tmp_path_factory.mktemp("lut") / "phone.json"
+    args = ["profile", "--device", str(profile_yaml), "--resolutions", "160", "--out", str(out), "--no-progress"]
+    device.drop_after(60, offline=True)  # a few batches in: cable pulled, phone stays away
+    capture = _Stderr()
+    with capture:
+        first = main([*args, "--rounds", "2", "--runs", "3"])
+    partial = load_lut(out)
+    device.back_online()
+    second = main([*args, "--rounds", "2", "--runs", "3", "--resume"])
+    return out, (first, second), capture.text, partial
+
+
+class _Stderr:
+    """Capture what the CLI writes to stderr in a module-scoped fixture (capsys is per test)."""
+
+    def __enter__(self):
+        import io
+
+        self._saved, self._buffer = sys.stderr, io.StringIO()
+        sys.stderr = self._buffer
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr = self._saved
+        self.text = self._buffer.getvalue()
+
+
+def test_check_reports_the_phone_and_installs_the_binary(device):
+    backend = AdbBackend(FAST, **settings(device))
+    info = backend.check()
+    assert info["model"] == "Pixel 2 (loopback)" and info["abi"] == "arm64-v8a"
+    assert info["android"] == "11" and info["governor"] == "performance" and info["taskset"] == "f0"
+    installed = device_dir(device) / "benchmark_model"
+    assert installed.read_bytes() == device.stub.read_bytes() and installed.stat().st_mode & stat.S_IXUSR
+    backend.close()
+    assert not device_dir(device).exists()  # cleaned up after itself
+
+
+def test_rsa_key_created_once_private_and_reused(device, tmp_path):
+    from ofa_deploy.backends.adb_connection import config_dir
+
+    for _ in range(2):
+        AdbBackend(FAST, **settings(device)).check()
+    key = config_dir() / "adbkey"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.with_name("adbkey.pub").is_file()
+    assert device.new_key_prompts == 1  # the phone asked to allow this computer only once
+
+
+def test_profile_survives_a_lost_phone_and_resumes(adb_lut):
+    out, codes, err, partial = adb_lut
+    assert codes == (3, 0)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("profiling ")]  # the start note
+    assert len(lines) == 1 and "stopped answering" in lines[0] and "--resume" in lines[0]
+    expected = {op.key for op in resolution_ops(160, 1.0)}
+    kept = set(partial.tables.get(160, {}))
+    assert 0 < len(kept) < len(expected)  # the batches measured before the drop were saved
+    table = load_lut(out)
+    assert set(table.tables[160]) == expected
+    assert table.metadata["backend"] == "adb" and table.metadata["reference"]["key"] == reference_key(1.0)
+    assert all(rec["estimate"] >= 0 and rec["count"] == 6 for rec in table.tables[160].values())
+
+
+def test_profile_ran_benchmark_model_as_configured(device, adb_lut):
+    flags = device.benchmark.runner.runs[-1]
+    assert flags["num_threads"] == "1" and flags["num_runs"] == "3" and flags["warmup_runs"] == "1"
+    assert flags["use_xnnpack"] == "true" and flags["min_secs"] == "0"
+    assert set(device.fs.taskset_log.read_text().split()) == {"f0"}
+    # one shell command per batch of 16 models, not one connection per key
+    batches = [c for c in device.commands if c.endswith("sh batch.sh")]
+    assert len(batches) <= len(resolution_ops(160, 1.0)) // 16 + 4
+    assert not device_dir(device).exists()
+
+
+def test_validate_on_the_phone(adb_lut, profile_yaml, tmp_path, capsys):
+    out_dir = tmp_path / "val"
+    args = ["validate", "--lut", str(adb_lut[0]), "--backend", "adb", "--device", str(profile_yaml)]
+    assert main([*args, "--samples", "4", "--out", str(out_dir), "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 4 and report["backend"] == "adb" and report["normalised_by_reference"]
+    assert (out_dir / "measurements.csv").is_file()
+
+
+def test_reconnects_when_the_connection_drops_once(device):
+    backend = AdbBackend(FAST, **settings(device, retries=2))
+    ops = resolution_ops(160, 1.0)[:3]
+    backend.check()
+    device.drop_after(2, offline=False)
+    stats = backend.measure(ops)
+    assert list(stats) == [op.key for op in ops] and all(s.count == 6 for s in stats.values())
+    assert backend.connection().reconnects == 1
+
+
+def test_export_and_benchmark_with_hostile_names(device, tmp_path):
+    hostile_dir = f"/data/local/tmp/{HOSTILE}"
+    backend = AdbBackend(FAST, **settings(device, device_dir=hostile_dir))
+    graph = build_graph(arch_ops(smallest_arch(160), 1.0))
+    artifact = backend.export(graph, tmp_path)
+    name = f"{HOSTILE}.tflite"
+    (tmp_path / artifact.main).rename(tmp_path / name)
+    artifact.files[0] = name
+    reference = backend.reference(reference_key(1.0))
+    stats = backend.benchmark(tmp_path, artifact, reference)
+    assert stats.count == 6 and stats.estimate > 0 and stats.reference_ms > 0
+    assert any(p.endswith(f"/{HOSTILE}/models/{name}") for p in device.pushed)
+    graphs = [run["graph"] for run in device.benchmark.runner.runs]
+    assert f"models/{name}" in graphs  # the path reached benchmark_model intact
+    backend.close()
+    assert not device_dir(device, HOSTILE).exists()
+    assert no_pwned(device, tmp_path)
+
+
+def test_broken_model_names_the_file(device, tmp_path):
+    backend = AdbBackend(FAST, **settings(device))
+    artifact = backend.export(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
+    (tmp_path / artifact.main).write_bytes(b"this is not a flatbuffer")
+    with pytest.raises(BenchmarkFailedError, match="model.tflite"):
+        backend.benchmark(tmp_path, artifact)
+
+
+def test_frequency_check_refuses_a_throttled_phone(device):
+    backend = AdbBackend(FAST, **settings(device, min_freq_khz=2_000_000, cooldown_s=0.01))
+    ops = resolution_ops(160, 1.0)[:1]
+    assert backend.measure(ops)[ops[0].key].count == 6
+    device.fs.set_frequency(300_000)
+    try:
+        with pytest.raises(TargetUnavailableError, match="only 300000 kHz under load, below min_freq_khz 2000000"):
+            backend.measure(ops)
+    finally:
+        device.fs.set_frequency(2_457_600)
+
+
+def test_unreachable_phone_and_missing_binary_are_one_line(device, profile_yaml, tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    gone = AdbBackend(FAST, **settings(device, serial=f"127.0.0.1:{closed_port}", retries=0))
+    with pytest.raises(TargetUnavailableError, match="cannot connect to adb device 127.0.0.1"):
+        gone.check()
+    no_binary = AdbBackend(FAST, **{**settings(device), "benchmark_model": str(tmp_path / "nope")})
+    with pytest.raises(TargetUnavailableError, match="does not exist"):
+        no_binary.check()
+    doc = yaml.safe_load(profile_yaml.read_text())
+    doc["settings"]["serial"] = f"127.0.0.1:{closed_port}"
+    doc["settings"]["retries"] = 0
+    bad = tmp_path / "gone.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    code = main(["profile", "--device", str(bad), "--resolutions", "160", "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and "adb connect" in err[0]
+
+
+def test_missing_adb_shell_names_the_extra(env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "adb_shell", None)
+    with pytest.raises(RuntimeMissingError, match=r"pip install 'ofa-deploy\[adb\]'"):
+        AdbBackend(FAST).runtime_info()
+
+
+def test_list_adb_devices_from_the_adb_server(env, capsys):
+    reply = b"0123456789ABCDEF\tdevice\n192.168.1.7:5555\toffline\n"
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            request = conn.recv(64)
+            assert request == b"000chost:devices"
+            conn.sendall(b"OKAY%04x" % len(reply) + reply)
+
+    port = server.getsockname()[1]
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    found = list_adb_devices(port=port)
+    thread.join(5)
+    server.close()
+    assert found == [
+        {"serial": "0123456789ABCDEF", "state": "device"},
+        {"serial": "192.168.1.7:5555", "state": "offline"},
+    ]
+    assert list_adb_devices(port=port) == []  # no server: nothing, quickly
+    assert main(["devices", "--json"]) == 0
+    assert "adb_devices" in json.loads(capsys.readouterr().out)
