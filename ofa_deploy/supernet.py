@@ -24,7 +24,7 @@ from ofa_deploy.layout import (
     widths_for,
 )
 from ofa_deploy.nn.dynamic import DynamicMBConvLayer
-from ofa_deploy.nn.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
+from ofa_deploy.nn.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock, set_bn_param
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
 from ofa_deploy.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, Arch, check_width_mult
 
@@ -107,9 +107,7 @@ class OFAMobileNetV3(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
     def set_bn_param(self, momentum: float, eps: float) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum, m.eps = momentum, eps
+        set_bn_param(self, momentum, eps)
 
     # ------------------------------------------------------------------ active sub-network
     def set_active_subnet(

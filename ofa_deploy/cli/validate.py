@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         target = Path(args.lut)
         if table.metadata.get("format") == "official":
             target = Path(args.out) / "lut.json"
+            table.metadata.update(format="converted", converted_from=str(args.lut))
             info(f"{args.lut} is an official table; the calibrated copy is {target}")
         table.save(target)
     if args.json:

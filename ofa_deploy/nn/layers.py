@@ -39,6 +39,13 @@ def build_activation(name: str | None) -> nn.Module | None:
     return _ACTIVATIONS[name]()
 
 
+def set_bn_param(model: nn.Module, momentum: float, eps: float) -> None:
+    """Momentum and eps of every BatchNorm in ``model`` (the official ``net.config`` ``bn`` entry)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum, m.eps = momentum, eps
+
+
 def same_padding(kernel_size: int) -> int:
     return kernel_size // 2
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.layout import width_mult_for_first_conv
-from ofa_deploy.nn.layers import ConvLayer, LinearLayer, ResidualBlock, layer_from_config
+from ofa_deploy.nn.layers import ConvLayer, LinearLayer, ResidualBlock, layer_from_config, set_bn_param
 from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
 
 
@@ -48,9 +48,7 @@ class MobileNetV3(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
     def set_bn_param(self, momentum: float, eps: float) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum, m.eps = momentum, eps
+        set_bn_param(self, momentum, eps)
 
     def bn_param(self) -> dict[str, float]:
         for m in self.modules():
