@@ -33,4 +33,6 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
 bench: $(STAMP)
-	cd benchmarks && ../$(BIN)/python bench_profiling.py && ../$(BIN)/python bench_validate.py
+	$(BIN)/python -m pip install --quiet --no-deps ofa==0.1.0.post202307202001
+	cd benchmarks && ../$(BIN)/python bench_profiling.py && ../$(BIN)/python bench_validate.py \
+		&& ../$(BIN)/python bench_search.py && ../$(BIN)/python bench_adb_loopback.py
