@@ -14,6 +14,11 @@ ARCH = {"ks": [3, 5, 7, 5] * 5, "e": [6, 4, 3, 4] * 5, "d": [2, 3, 4, 2, 3], "r"
 FAST = ["--rounds", "2", "--runs", "3"]
 
 
+def compile_args(arch_file, backend, out, ckpt=None, *extra):
+    args = ["compile", "--arch", str(arch_file), "--backend", backend, "--out", str(out), *extra]
+    return [*args, "--supernet", str(ckpt)] if ckpt is not None else args
+
+
 @pytest.fixture(scope="module")
 def official_checkpoint(tmp_path_factory):
     """A supernet with random, non-trivial weights saved in the official OFA layout."""
@@ -35,22 +40,7 @@ def arch_file(tmp_path_factory):
 def onnx_bundle(official_checkpoint, arch_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "onnx"
     ckpt, _ = official_checkpoint
-    assert (
-        main(
-            [
-                "compile",
-                "--arch",
-                str(arch_file),
-                "--backend",
-                "onnxruntime",
-                "--supernet",
-                str(ckpt),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(compile_args(arch_file, "onnxruntime", out, ckpt)) == 0
     return out
 
 
@@ -152,23 +142,7 @@ def test_not_a_bundle(tmp_path, capsys):
 def test_other_backends_compile_and_verify(backend, files, official_checkpoint, arch_file, tmp_path, capsys):
     ckpt, _ = official_checkpoint
     out = tmp_path / backend
-    assert (
-        main(
-            [
-                "compile",
-                "--arch",
-                str(arch_file),
-                "--backend",
-                backend,
-                "--supernet",
-                str(ckpt),
-                "--out",
-                str(out),
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert main(compile_args(arch_file, backend, out, ckpt, "--json")) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["artifact"]["files"][: len(files)] == files
     assert m["verification"]["passed"]
@@ -195,62 +169,17 @@ def test_bn_recalibration_on_image_folder(official_checkpoint, arch_file, tmp_pa
             Image.fromarray(rng.integers(0, 255, (150, 170, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
     ckpt, _ = official_checkpoint
     out = tmp_path / "calibrated"
-    assert (
-        main(
-            [
-                "compile",
-                "--arch",
-                str(arch_file),
-                "--backend",
-                "onnxruntime",
-                "--supernet",
-                str(ckpt),
-                "--calib-data",
-                str(root),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(compile_args(arch_file, "onnxruntime", out, ckpt, "--calib-data", str(root))) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["bn_recalibration"]["images"] == 6 and m["verification"]["passed"]
     plain = tmp_path / "plain"
-    assert (
-        main(
-            [
-                "compile",
-                "--arch",
-                str(arch_file),
-                "--backend",
-                "onnxruntime",
-                "--supernet",
-                str(ckpt),
-                "--out",
-                str(plain),
-            ]
-        )
-        == 0
-    )
+    assert main(compile_args(arch_file, "onnxruntime", plain, ckpt)) == 0
     assert m["checksums"]["model.onnx"] != json.loads((plain / "manifest.json").read_text())["checksums"]["model.onnx"]
 
 
 def test_compile_bad_inputs(arch_file, tmp_path, capsys):
     assert (
-        main(
-            [
-                "compile",
-                "--arch",
-                str(arch_file),
-                "--backend",
-                "onnxruntime",
-                "--calib-data",
-                str(tmp_path / "none"),
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
+        main(compile_args(arch_file, "onnxruntime", tmp_path / "o", None, "--calib-data", str(tmp_path / "none"))) == 2
     )
     assert "calibration data" in capsys.readouterr().err
     assert main(["compile", "--arch", str(arch_file), "--backend", "nope", "--out", str(tmp_path / "o")]) == 2

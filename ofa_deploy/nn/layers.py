@@ -72,7 +72,16 @@ class SEModule(nn.Module):
         return x * self.fc(x.mean((2, 3), keepdim=True))
 
 
-class ConvLayer(nn.Module):
+class _InOrder(nn.Module):
+    """Runs its sub-modules in registration order (the official layers' weight -> bn -> act)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+
+class ConvLayer(_InOrder):
     """conv -> [bn] -> [act], the official ``ConvLayer`` with ops order weight_bn_act."""
 
     def __init__(
@@ -95,11 +104,6 @@ class ConvLayer(nn.Module):
         act = build_activation(act_func)
         if act is not None:
             self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self._modules.values():
-            x = module(x)
-        return x
 
     @property
     def config(self) -> dict[str, Any]:
@@ -134,7 +138,7 @@ class ConvLayer(nn.Module):
         )
 
 
-class LinearLayer(nn.Module):
+class LinearLayer(_InOrder):
     """[dropout] -> linear, the official ``LinearLayer``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dropout_rate: float = 0.0):
@@ -144,11 +148,6 @@ class LinearLayer(nn.Module):
         if dropout_rate > 0:
             self.dropout = nn.Dropout(dropout_rate)
         self.linear = nn.Linear(in_features, out_features, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self._modules.values():
-            x = module(x)
-        return x
 
     @property
     def config(self) -> dict[str, Any]:
