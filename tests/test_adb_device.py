@@ -264,3 +264,27 @@ def test_list_adb_devices_from_the_adb_server(env, capsys):
     assert list_adb_devices(port=port) == []  # no server: nothing, quickly
     assert main(["devices", "--json"]) == 0
     assert "adb_devices" in json.loads(capsys.readouterr().out)
+
+
+def test_compile_and_benchmark_a_subnet_on_the_phone(adb_lut, profile_yaml, tmp_path, capsys):
+    """The CLI path a user takes: compile a searched sub-network for the phone, benchmark it there,
+    and compare with the phone's latency table."""
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(smallest_arch(160).to_dict()))
+    bundle = tmp_path / "bundle"
+    lut = str(adb_lut[0])
+    assert (
+        main(["compile", "--arch", str(arch), "--device", str(profile_yaml), "--lut", lut, "--out", str(bundle)]) == 0
+    )
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["artifact"]["files"][0] == "model.tflite" and manifest["verification"]["passed"]
+    assert manifest["backend"]["name"] == "adb" and manifest["predicted_latency"]["ms"] > 0
+    capsys.readouterr()
+    assert (
+        main(["benchmark", str(bundle), "--device", str(profile_yaml), "--json", "--rounds", "2", "--runs", "3"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "adb" and result["normalised_by_reference"]
+    assert result["measured_ms"] > 0 and result["predicted_ms"] == manifest["predicted_latency"]["ms"]
+    assert "error_percent" in result
+    assert len(json.loads((bundle / "manifest.json").read_text())["measurements"]) == 1
