@@ -141,3 +141,52 @@ def test_bad_predictor_files(tmp_path):
         load_accuracy_predictor(wrong)
     with pytest.raises(BadInputError, match="no such"):
         load_accuracy_predictor(tmp_path / "none.npz")
+
+
+def test_train_predictor_cli_then_search_with_it(tmp_path, capsys, reference_dir):
+    from ofa_deploy.cli.main import main
+
+    archs, acc = synthetic_dataset(300, seed=3)
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({**a.to_dict(), "accuracy": float(x)}) for a, x in zip(archs, acc)))
+    out = tmp_path / "mine.npz"
+    assert (
+        main(
+            ["train-predictor", "--data", str(data), "--out", str(out), "--hidden", "64,64", "--epochs", "40", "--json"]
+        )
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["held_out_samples"] == 60 and metrics["kendall_tau"] > 0.6
+    best = tmp_path / "best.json"
+    assert (
+        main(
+            [
+                "search",
+                "--lut",
+                str(reference_dir / "note10"),
+                "--latency-ms",
+                "25",
+                "--accuracy-predictor",
+                str(out),
+                "--population",
+                "30",
+                "--generations",
+                "10",
+                "--out",
+                str(best),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert 0.6 < json.loads(capsys.readouterr().out)["accuracy"] < 0.9
+
+
+def test_train_predictor_cli_bad_inputs(tmp_path, capsys):
+    from ofa_deploy.cli.main import main
+
+    assert main(["train-predictor", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "no such dataset" in capsys.readouterr().err
+    assert main(["train-predictor", "--data", "x", "--out", str(tmp_path / "p.pth")]) == 2
+    assert ".npz" in capsys.readouterr().err

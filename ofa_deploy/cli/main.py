@@ -8,10 +8,22 @@ import traceback
 from collections.abc import Sequence
 
 from ofa_deploy import __version__
-from ofa_deploy.cli import benchmark, compile, demo, devices, extract, info, predict, profile, search, validate
+from ofa_deploy.cli import (
+    benchmark,
+    compile,
+    demo,
+    devices,
+    extract,
+    info,
+    predict,
+    profile,
+    search,
+    train_predictor,
+    validate,
+)
 from ofa_deploy.errors import OFADeployError
 
-VERBS = (devices, info, profile, predict, validate, search, compile, benchmark, demo, extract)
+VERBS = (devices, info, profile, predict, validate, search, compile, benchmark, demo, extract, train_predictor)
 
 
 def build_parser() -> argparse.ArgumentParser:

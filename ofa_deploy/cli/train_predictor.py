@@ -1,0 +1,50 @@
+"""``ofa-deploy train-predictor``: fit an accuracy predictor on [arch, accuracy] data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_deploy.cli.output import print_json
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.predictors import load_dataset, train_predictor
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train-predictor", help="train an accuracy predictor from [arch, accuracy] data")
+    p.add_argument("--data", required=True, help="CSV or JSONL: arch fields (ks, e, d, r) plus 'accuracy'")
+    p.add_argument("--out", required=True, help="predictor file to write (.npz)")
+    p.add_argument("--hidden", default="400,400,400", help="hidden layer sizes (default 400,400,400)")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--held-out", type=float, default=0.2, help="share of records held out for the metrics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the held-out metrics as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+    except ValueError:
+        raise BadInputError(f"--hidden: '{args.hidden}' is not a comma-separated list of layer sizes") from None
+    if not hidden or min(hidden) < 1 or args.epochs < 1 or not 0 < args.held_out < 1:
+        raise BadInputError("--hidden sizes and --epochs must be positive, --held-out between 0 and 1")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise BadInputError(f"--out: predictors are saved as .npz (plain arrays, no pickles), got '{out.name}'")
+    archs, accuracy = load_dataset(args.data)
+    predictor, metrics = train_predictor(
+        archs, accuracy, hidden=hidden, epochs=args.epochs, held_out=args.held_out, seed=args.seed
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictor.save(out)
+    if args.json:
+        print_json({"out": str(out), **metrics})
+        return 0
+    print(
+        f"trained on {metrics['train_samples']} archs; on the {metrics['held_out_samples']} held out: "
+        f"RMSE {metrics['rmse']:.4f} ({100 * metrics['rmse']:.2f} points of top-1), "
+        f"Kendall tau {metrics['kendall_tau']:.3f}"
+    )
+    print(f"wrote {out} (use it with --accuracy-predictor)")
+    return 0
