@@ -175,6 +175,7 @@ class OFAMobileNetV3(nn.Module):
         return net.train(self.training)
 
     def get_active_net_config(self) -> dict[str, Any]:
+        """The official ``net.config`` of the active sub-network (as the official API offers)."""
         return self.get_active_subnet().config
 
     def re_organize_middle_weights(self, expand_ratio_stage: int = 0) -> None:

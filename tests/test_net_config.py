@@ -70,6 +70,7 @@ def test_extracted_config_round_trip(tmp_path):
     config = json.loads((tmp_path / "net.config").read_text())
     assert config["blocks"][1]["name"] == "ResidualBlock" and config["blocks"][1]["conv"]["name"] == "MBConvLayer"
     assert arch_of_net_config(config, 160) == (arch, 1.2)
+    assert json.loads(json.dumps(supernet.get_active_net_config())) == config
     rebuilt = build_from_net_config(tmp_path / "net.config").eval()
     rebuilt.load_state_dict(torch.load(tmp_path / "weights.pth", weights_only=True))
     x = torch.randn(1, 3, 160, 160)

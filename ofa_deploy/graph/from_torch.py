@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -62,7 +61,3 @@ def torch_weights(net: MobileNetV3) -> WeightSource:
         return per_op[index]
 
     return source
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
