@@ -7,6 +7,7 @@ measured vs predicted for every bundle. Everything lands in one output folder.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,11 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     result = DemoResult(opts)
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
+    # Keep every file the demo causes inside its output folder: ONNX Runtime writes a device id under
+    # $XDG_CACHE_HOME (else ~/.cache) when first imported, matplotlib caches fonts under ~ too.
+    cache = (out / ".cache").resolve()
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
     device = load_profile(opts.device)
     timing = TimingOptions(**{**vars(device.timing), **({"threads": opts.threads} if opts.threads else {})})
     backend = device.create_backend(threads=timing.threads)

@@ -1,6 +1,9 @@
 """The main job end to end, with fast timing so it fits in the test suite."""
 
 import json
+import os
+import subprocess
+import sys
 
 from ofa_deploy.cli.main import main
 
@@ -15,22 +18,18 @@ def test_demo_runs_end_to_end_and_reuses_its_table(tmp_path, capsys):
     device = tmp_path / "fast.yaml"
     device.write_text(FAST_PROFILE)
     out = tmp_path / "demo"
-    args = [
-        "demo",
-        "--out",
-        str(out),
-        "--device",
-        str(device),
-        "--resolutions",
-        "128",
-        "--samples",
-        "6",
-        "--generations",
-        "30",
-        "--json",
-    ]
-    assert main(args) == 0
-    doc = json.loads(capsys.readouterr().out)
+    args = ["demo", "--out", str(out), "--device", str(device), "--resolutions", "128", "--samples", "6"]
+    args += ["--generations", "30", "--json"]
+    # as a user runs it: a fresh process with an empty home, where nothing may land outside --out
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MPL"))} | {"HOME": str(home)}
+    run = subprocess.run(
+        [sys.executable, "-m", "ofa_deploy.cli.main", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert list(home.iterdir()) == []
     report = (out / "report.md").read_text()
     assert "Measured vs predicted" in report and "validation/scatter.png" in report and "search/pareto.png" in report
     assert "proxy for accuracy" in report  # no predictor given: labelled as a proxy
