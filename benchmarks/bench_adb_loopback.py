@@ -22,7 +22,7 @@ from common import OUT, machine, print_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_deploy.backend import TimingOptions, create_backend
-from ofa_deploy.profiling import ProfilePlan, profile
+from ofa_deploy.profiling import ProfilePlan, profile, profile_metadata
 from ofa_deploy.validation import validate, write_outputs
 from tests.adb_device import FakeAdbDevice
 
@@ -41,12 +41,10 @@ def main() -> int:
         stub = phone.install_benchmark_stub(work / "bin")
         timing = TimingOptions(threads=1, warmup=3, rounds=args.rounds, runs=10)
         backend = create_backend("adb", timing, serial=phone.serial, benchmark_model=str(stub), batch_size=32)
-        info = backend.check()
         lut = OUT / "adb-loopback-r160.json"
         if lut.exists():
             lut.unlink()
-        meta = {"device": "loopback", "backend": "adb", "runtime": info["runtime"],
-                "runtime_version": info["runtime_version"], "threads": 1, "timing": vars(timing), "settings": {}}
+        meta = profile_metadata(backend, "loopback")
         start = time.time()
         plan = ProfilePlan.for_space(1.0, (160,))
         table = profile(backend, plan, lut, meta, progress=False)
@@ -58,11 +56,24 @@ def main() -> int:
     finally:
         phone.stop()
     b, a = result.report["before"], result.report["after"]
-    print(f"\nadb backend on the loopback ADB device ({machine()}): r=160, {len(plan.ops)} keys profiled in "
-          f"{profile_s:.0f} s; {args.samples} sub-networks validated in {validate_s:.0f} s")
-    print_table(["held out", "acc5 before", "acc10 before", "acc5 after", "acc10 after", "MAPE after", "tau after"],
-                [[result.report["held_out"], f"{b['acc5']:.0%}", f"{b['acc10']:.0%}", f"{a['acc5']:.0%}",
-                  f"{a['acc10']:.0%}", f"{a['mape']:.1%}", f"{a['kendall_tau']:.3f}"]])
+    print(
+        f"\nadb backend on the loopback ADB device ({machine()}): r=160, {len(plan.ops)} keys profiled in "
+        f"{profile_s:.0f} s; {args.samples} sub-networks validated in {validate_s:.0f} s"
+    )
+    print_table(
+        ["held out", "acc5 before", "acc10 before", "acc5 after", "acc10 after", "MAPE after", "tau after"],
+        [
+            [
+                result.report["held_out"],
+                f"{b['acc5']:.0%}",
+                f"{b['acc10']:.0%}",
+                f"{a['acc5']:.0%}",
+                f"{a['acc10']:.0%}",
+                f"{a['mape']:.1%}",
+                f"{a['kendall_tau']:.3f}",
+            ]
+        ],
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ from common import HOST_BACKENDS, OUT, machine, print_table
 
 from ofa_deploy.devices import default_profile_for
 from ofa_deploy.lut import load_lut
-from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile
+from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.space import RESOLUTIONS
 
 VALIDATION_RESOLUTIONS = (160, 176, 192, 208, 224)
@@ -28,16 +28,7 @@ def run_profile(backend_name: str, resolutions, out) -> tuple[int, float, float]
     plan = ProfilePlan.for_space(device.width_mult, resolutions)
     if out.exists():
         out.unlink()
-    info = backend.check()
-    meta = {
-        "device": device.name,
-        "backend": backend.name,
-        "runtime": info["runtime"],
-        "runtime_version": info["runtime_version"],
-        "threads": backend.timing.threads,
-        "timing": vars(backend.timing),
-        "settings": backend.settings,
-    }
+    meta = profile_metadata(backend, device.name)
     start = time.perf_counter()
     table = profile(backend, plan, out, meta, progress=False)
     return len(plan.ops), time.perf_counter() - start, drift_ratio(table)

@@ -22,7 +22,7 @@ import torch
 
 from ofa_deploy import __version__
 from ofa_deploy.analytics import arch_stats
-from ofa_deploy.backend import Artifact, Backend, LatencyStats, Reference
+from ofa_deploy.backend import Artifact, Backend, LatencyStats
 from ofa_deploy.data import image_batches, preprocessing
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.extraction import build_subnet
@@ -31,6 +31,7 @@ from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.lut import LatencyTable, atomic_write_text
 from ofa_deploy.nn.bn_calibration import recalibrate_bn
 from ofa_deploy.ops import arch_ops
+from ofa_deploy.profiling import load_reference
 from ofa_deploy.space import Arch
 
 FORMAT = "ofa-deploy-bundle/1"
@@ -93,6 +94,15 @@ def _verify(backend: Backend, directory: Path, artifact: Artifact, net: torch.nn
     }
 
 
+def _prediction(table: LatencyTable, arch: Arch, width_mult: float) -> dict[str, Any]:
+    """What a manifest records about a predicted latency: both figures and the table's identity."""
+    return {
+        "ms": table.predict(arch, width_mult),
+        "uncalibrated_ms": table.predict(arch, width_mult, calibrated=False),
+        "lut": table.identity(),
+    }
+
+
 def compile_bundle(
     arch: Arch,
     backend: Backend,
@@ -125,11 +135,7 @@ def compile_bundle(
     predicted = None
     reference = None
     if table is not None:
-        predicted = {
-            "ms": table.predict(arch, w),
-            "uncalibrated_ms": table.predict(arch, w, calibrated=False),
-            "lut": table.identity(),
-        }
+        predicted = _prediction(table, arch, w)
         reference = table.metadata.get("reference")
     supernet = None
     if supernet_path is not None:
@@ -272,15 +278,9 @@ def benchmark_bundle(
     predicted = manifest.get("predicted_latency")
     reference_info = manifest.get("reference")
     if table is not None:
-        predicted = {
-            "ms": table.predict(arch, manifest["width_mult"]),
-            "uncalibrated_ms": table.predict(arch, manifest["width_mult"], calibrated=False),
-            "lut": table.identity(),
-        }
+        predicted = _prediction(table, arch, manifest["width_mult"])
         reference_info = table.metadata.get("reference")
-    reference: Reference | None = None
-    if reference_info:
-        reference = backend.reference(reference_info["key"], float(reference_info["baseline_ms"]))
+    reference = load_reference(backend, reference_info)
     stats = backend.benchmark(directory, artifact, reference)
     result: dict[str, Any] = {
         "date": _now(),

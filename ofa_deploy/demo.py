@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy import __version__
-from ofa_deploy.backend import TimingOptions
 from ofa_deploy.bundle import benchmark_bundle, compile_bundle
 from ofa_deploy.devices import load_profile
 from ofa_deploy.host import describe_host
 from ofa_deploy.lut import load_lut
 from ofa_deploy.pareto_output import write_pareto
 from ofa_deploy.predictors import load_accuracy_predictor
-from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile
+from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.search import Objective, evolutionary_search, latency_constraint, pareto_search
 from ofa_deploy.space import ArchBatch, check_width_mult, largest_arch, save_arch_file
 from ofa_deploy.validation import validate, write_outputs
@@ -74,15 +73,14 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     os.environ["XDG_CACHE_HOME"] = str(cache)
     os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
     device = load_profile(opts.device)
-    timing = TimingOptions(**{**vars(device.timing), **({"threads": opts.threads} if opts.threads else {})})
-    backend = device.create_backend(threads=timing.threads)
+    backend = device.create_backend(threads=opts.threads)
     w = check_width_mult(opts.width_mult)
-    info = backend.check()
+    meta = profile_metadata(backend, device.name)
     result.facts.update(
         machine=describe_host(),
         backend=backend.name,
-        runtime=f"{info['runtime']} {info['runtime_version']}",
-        threads=timing.threads,
+        runtime=f"{meta['runtime']} {meta['runtime_version']}",
+        threads=backend.timing.threads,
         device=device.name,
         width_mult=w,
         toolkit=__version__,
@@ -97,15 +95,6 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         f"[1/5] latency table: {len(plan.ops)} operators at r={list(opts.resolutions)} on {backend.name} "
         f"({'reusing ' + str(lut_path) if existing else 'profiling'})"
     )
-    meta = {
-        "device": device.name,
-        "backend": backend.name,
-        "runtime": info["runtime"],
-        "runtime_version": info["runtime_version"],
-        "threads": timing.threads,
-        "timing": vars(backend.timing),
-        "settings": backend.settings,
-    }
     table = profile(backend, plan, lut_path, meta, resume=lut_path.exists(), progress=sys.stderr.isatty())
     result.facts.update(lut=str(lut_path), lut_keys=len(plan.ops), lut_reused=existing > 0, drift=drift_ratio(table))
     result.steps.append(("profile", time.time() - started))
@@ -113,7 +102,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     # 2. validate + calibrate
     started = time.time()
     _say(f"[2/5] validating the table on {opts.samples} sub-networks measured end to end")
-    e2e = device.create_backend(threads=timing.threads, instances=2)
+    e2e = device.create_backend(threads=backend.timing.threads, instances=2)
     validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=sys.stderr.isatty())
     paths = write_outputs(validation, out / "validation")
     table.calibration = validation.calibration

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +41,17 @@ class ProfilePlan:
     width_mult: float
     resolutions: tuple[int, ...]
     ops: dict[str, OpSpec]  # distinct keys, in measuring order
-    keys_by_resolution: dict[int, list[str]]
+    keys_by_resolution: dict[int, set[str]]
 
     @classmethod
     def for_space(cls, width_mult: float, resolutions: Sequence[int]) -> ProfilePlan:
         res = check_resolutions(resolutions)
         ops: dict[str, OpSpec] = {}
-        by_res: dict[int, list[str]] = {}
+        by_res: dict[int, set[str]] = {}
         for r in res:
-            keys = []
             for op in resolution_ops(r, width_mult):
                 ops.setdefault(op.key, op)
-                keys.append(op.key)
-            by_res[r] = keys
+                by_res.setdefault(r, set()).add(op.key)
         return cls(width_mult, res, ops, by_res)
 
 
@@ -62,13 +60,17 @@ def reference_key(width_mult: float) -> str:
     return resolution_ops(160, width_mult)[30].key
 
 
-def table_reference(backend: Backend, table: LatencyTable) -> Reference | None:
-    """The table's reference operator loaded on ``backend`` with its stored baseline (None for
-    tables without one, such as the official ones: their measurements are then raw)."""
-    ref = table.metadata.get("reference")
-    if not ref:
+def load_reference(backend: Backend, info: dict[str, Any] | None) -> Reference | None:
+    """A stored ``{"key", "baseline_ms"}`` reference loaded on ``backend`` (None when there is none:
+    measurements are then raw)."""
+    if not info:
         return None
-    return backend.reference(ref["key"], float(ref["baseline_ms"]))
+    return backend.reference(info["key"], float(info["baseline_ms"]))
+
+
+def table_reference(backend: Backend, table: LatencyTable) -> Reference | None:
+    """The table's reference operator with its stored baseline (official tables have none)."""
+    return load_reference(backend, table.metadata.get("reference"))
 
 
 def _record(stats: LatencyStats, overhead_ms: float) -> dict[str, float]:
@@ -96,6 +98,20 @@ def _compatible(existing: LatencyTable, metadata: dict[str, Any], path: Path) ->
             )
 
 
+def profile_metadata(backend: Backend, device: str) -> dict[str, Any]:
+    """Check the target and describe the measurement: what a table records about where it came from."""
+    runtime = backend.check()
+    return {
+        "device": device,
+        "backend": backend.name,
+        "runtime": runtime["runtime"],
+        "runtime_version": runtime["runtime_version"],
+        "threads": backend.timing.threads,
+        "timing": vars(backend.timing),
+        "settings": backend.settings,
+    }
+
+
 def start_table(out: Path, metadata: dict[str, Any], resume: bool) -> LatencyTable:
     """A new table, or the one at ``out`` to continue (``--resume``); never overwrite measurements."""
     if out.exists():
@@ -120,19 +136,19 @@ def profile(
     resume: bool = False,
     drift_every: int = 25,
     progress: bool = True,
-    on_key: Callable[[str], None] | None = None,
 ) -> LatencyTable:
-    """Measure every key of ``plan`` not yet in the table at ``out``; returns the table."""
-    backend.check()
+    """Measure every key of ``plan`` not yet in the table at ``out``; returns the table.
+    ``metadata`` comes from :func:`profile_metadata` (which has checked the target)."""
     table = start_table(out, {**new_metadata(), **metadata, "width_mult": plan.width_mult}, resume)
     resolutions = sorted(set(table.metadata.get("resolutions", [])) | set(plan.resolutions))
     table.metadata["resolutions"] = resolutions
     measured = {key: rec for t in table.tables.values() for key, rec in t.items()}
 
-    if "reference" not in table.metadata:
-        ref = backend.reference(reference_key(plan.width_mult))
-        table.metadata["reference"] = {"key": ref.key, "baseline_ms": ref.baseline_ms}
-    reference = table_reference(backend, table)
+    if "reference" in table.metadata:
+        reference = table_reference(backend, table)
+    else:  # a new table: measure the reference's baseline now, once
+        reference = backend.reference(reference_key(plan.width_mult))
+        table.metadata["reference"] = {"key": reference.key, "baseline_ms": reference.baseline_ms}
     if "call_overhead_ms" not in table.metadata:
         table.metadata["call_overhead_ms"] = backend.measure_overhead(reference).estimate
     overhead = float(table.metadata["call_overhead_ms"])
@@ -167,9 +183,6 @@ def profile(
                     )
                 place(op.key, _record(stats, overhead))
             table.save(out)
-            for op in chunk:
-                if on_key:
-                    on_key(op.key)
             bar.update(len(chunk))
     except OFADeployError as exc:
         table.save(out)

@@ -49,21 +49,17 @@ def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
 
 
 def make_backend(args: argparse.Namespace, profile: DeviceProfile | None, base: TimingOptions | None = None) -> Backend:
-    overrides = {
+    """The backend with timing from the command line over ``base`` (e.g. the LUT's) over the profile's."""
+    given = {
         "threads": args.threads,
         "rounds": args.rounds,
         "runs": args.runs,
         "instances": getattr(args, "instances", None),
     }
+    start = base or (profile.timing if profile is not None else TimingOptions())
+    timing = {**vars(start), **{k: v for k, v in given.items() if v is not None}}
     if profile is not None:
-        if base is not None:
-            for k, v in vars(base).items():
-                overrides.setdefault(k, None)
-                if overrides[k] is None:
-                    overrides[k] = v
-        return profile.create_backend(**overrides)
-    timing = vars(base or TimingOptions()).copy()
-    timing.update({k: v for k, v in overrides.items() if v is not None})
+        return profile.create_backend(**timing)
     return create_backend(args.backend, TimingOptions(**timing))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile
+from ofa_deploy.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.space import check_width_mult
 
 
@@ -36,22 +36,12 @@ def run(args: argparse.Namespace) -> int:
         args.width_mult if args.width_mult is not None else (device.width_mult if device else 1.0)
     )
     plan = ProfilePlan.for_space(width_mult, resolutions)
-    runtime = backend.check()
-    metadata = {
-        "device": device.name if device else backend.name,
-        "backend": backend.name,
-        "runtime": runtime["runtime"],
-        "runtime_version": runtime["runtime_version"],
-        "threads": backend.timing.threads,
-        "timing": vars(backend.timing),
-        "settings": backend.settings,
-        "width_mult": width_mult,
-    }
+    metadata = profile_metadata(backend, device.name if device else backend.name)
     warn_if_busy(backend)
     out = Path(args.out)
     info(
         f"profiling {len(plan.ops)} distinct operators ({len(resolutions)} resolution(s), w{width_mult}) "
-        f"on {backend.name} [{runtime['runtime']} {runtime['runtime_version']}, {backend.timing.threads} thread(s)]"
+        f"on {backend.name} [{metadata['runtime']} {metadata['runtime_version']}, {backend.timing.threads} thread(s)]"
     )
     started = time.time()
     try:
