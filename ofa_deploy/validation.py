@@ -41,6 +41,24 @@ class ValidationResult:
     report: dict[str, Any]
 
 
+def fit_calibration(
+    predicted: np.ndarray, measured: np.ndarray, smallest: float | None = None
+) -> tuple[float, float]:
+    """``measured ≈ slope · predicted + intercept``, or a plain ratio when the line is unphysical.
+
+    With few or noisy samples a least-squares line can fall as the table's sum grows, or go negative
+    for the smallest networks (seen with 2 fit points: -3.1 ms for the smallest sub-network); a
+    calibration must keep larger networks slower and every prediction positive, down to
+    ``smallest`` (the table's fastest reachable sum), so such fits fall back to
+    ``measured ≈ ratio · predicted``.
+    """
+    slope, intercept = fit_linear(predicted, measured)
+    floor = float(np.min(predicted)) if smallest is None else min(smallest, float(np.min(predicted)))
+    if slope <= 0 or slope * floor + intercept <= 0:
+        return float(np.median(np.asarray(measured) / np.asarray(predicted))), 0.0
+    return slope, intercept
+
+
 def sample_archs(table: LatencyTable, n: int, seed: int) -> list[Arch]:
     if n < MIN_SAMPLES:
         raise BadInputError(f"--samples must be at least {MIN_SAMPLES} (half fit the calibration, half check it)")
@@ -72,7 +90,8 @@ def validate(
     measured_arr = np.asarray(measured)
     fit_mask = np.zeros(len(archs), dtype=bool)
     fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
-    slope, intercept = fit_linear(predicted[fit_mask], measured_arr[fit_mask])
+    fastest, _ = table.compiled().slot_table.minimum()
+    slope, intercept = fit_calibration(predicted[fit_mask], measured_arr[fit_mask], fastest)
     calibration = Calibration(
         slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=new_metadata()["date"]
     )

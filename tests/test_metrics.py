@@ -28,3 +28,22 @@ def test_fit_linear_recovers_line():
     x = np.linspace(1, 10, 20)
     slope, intercept = fit_linear(x, 1.3 * x - 0.7)
     assert slope == pytest.approx(1.3) and intercept == pytest.approx(-0.7)
+
+
+def test_calibration_falls_back_to_a_ratio_when_the_line_is_unphysical():
+    from ofa_deploy.validation import fit_calibration
+
+    # a falling line (noise on two points) would make larger networks faster
+    slope, intercept = fit_calibration(np.array([4.0, 5.0]), np.array([6.0, 5.5]))
+    assert slope == pytest.approx(np.median([6.0 / 4.0, 5.5 / 5.0])) and intercept == 0.0
+    # a steep line whose intercept makes the smallest network negative
+    predicted, measured = np.array([1.0, 1.2, 3.0, 3.1]), np.array([0.3, 0.2, 2.0, 9.0])
+    slope, intercept = fit_calibration(predicted, measured)
+    assert intercept == 0.0 and slope == pytest.approx(np.median(measured / predicted))
+    # a line that is positive over the samples but not for the fastest network the table reaches
+    line = np.array([3.0, 4.0, 5.0])
+    assert fit_calibration(line, 3 * line - 8) == pytest.approx((3.0, -8.0))  # fine over the samples alone
+    slope, intercept = fit_calibration(line, 3 * line - 8, smallest=2.0)
+    assert intercept == 0.0 and slope == pytest.approx(np.median((3 * line - 8) / line))
+    # an ordinary fit is kept as it is
+    assert fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([1.6, 2.7, 3.8])) == pytest.approx((1.1, 0.5))
