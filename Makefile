@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch from the local CPU wheel first, so nothing can pull a CUDA build
-	$(BIN)/python -m pip install --quiet torch==2.13.0 numpy
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# torch from the local CPU wheel first (pinned in constraints.txt), so nothing can pull a CUDA build
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch numpy
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 # With the official accuracy predictor beside the repository (../shared), the demo searches for accuracy

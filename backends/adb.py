@@ -3,7 +3,7 @@
 The toolkit pushes the user's ``benchmark_model`` binary and one ``.tflite`` per operator to a
 device directory, and times a whole batch of models per round trip (one shell script, each model
 followed by the reference operator, so entries are normalised exactly like on the host; see
-:mod:`ofa_deploy.backend`). Setup, settings and what was tested: docs/adb.md.
+:mod:`ofa_deploy.backend.interface`). Setup, settings and what was tested: docs/adb.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ofa_deploy.backend import Artifact, Backend, LatencyStats, Reference, TimingOptions, require_module
+from ofa_deploy.backend.interface import Artifact, Backend, LatencyStats, Reference, TimingOptions, require_module
 from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
 from ofa_deploy.backends.adb_connection import (
     AdbConnection,
@@ -37,10 +37,10 @@ from ofa_deploy.backends.benchmark_model_output import (
     parse_benchmark_output,
 )
 from ofa_deploy.backends.tflite import TFLiteBackend, tflite_artifact
+from ofa_deploy.deploy.graph.ir import Graph, build_graph
+from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
-from ofa_deploy.graph.ir import Graph, build_graph
-from ofa_deploy.graph.tflite_writer import to_tflite_bytes
-from ofa_deploy.ops import OpSpec
+from ofa_deploy.space.ops import OpSpec
 
 __all__ = [
     "AdbBackend",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ofa_deploy.backend import require_module
+from ofa_deploy.backend.interface import require_module
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 
 BACKEND, EXTRA = "adb", "adb"

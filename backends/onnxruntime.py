@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Artifact, Backend, require_module
-from ofa_deploy.graph.ir import Graph
-from ofa_deploy.graph.onnx_writer import to_onnx_bytes
+from ofa_deploy.backend.interface import Artifact, Backend, require_module
+from ofa_deploy.deploy.graph.ir import Graph
+from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILE = "model.onnx"
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Artifact, Backend, require_module
-from ofa_deploy.graph.ir import Graph
-from ofa_deploy.graph.tflite_writer import to_tflite_bytes
+from ofa_deploy.backend.interface import Artifact, Backend, require_module
+from ofa_deploy.deploy.graph.ir import Graph
+from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
 
 MODEL_FILE = "model.tflite"
 

@@ -21,9 +21,9 @@ from common import OUT, machine, print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ofa_deploy.backend import TimingOptions, create_backend
-from ofa_deploy.profiling import ProfilePlan, profile, profile_metadata
-from ofa_deploy.validation import validate, write_outputs
+from ofa_deploy.backend.interface import TimingOptions, create_backend
+from ofa_deploy.latency.profiling import ProfilePlan, profile, profile_metadata
+from ofa_deploy.latency.validation import validate, write_outputs
 from tests.adb_device import FakeAdbDevice
 
 

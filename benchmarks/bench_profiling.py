@@ -14,10 +14,10 @@ import time
 
 from common import HOST_BACKENDS, OUT, machine, print_table
 
-from ofa_deploy.devices import default_profile_for
-from ofa_deploy.lut import load_lut
-from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
-from ofa_deploy.space import RESOLUTIONS
+from ofa_deploy.backend.profiles import default_profile_for
+from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.space.arch import RESOLUTIONS
 
 VALIDATION_RESOLUTIONS = (160, 176, 192, 208, 224)
 

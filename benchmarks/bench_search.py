@@ -23,10 +23,16 @@ import numpy as np
 from common import machine, print_table
 from official_ofa import official_finder
 
-from ofa_deploy.lut import load_lut
-from ofa_deploy.predictors import load_accuracy_predictor
-from ofa_deploy.search import Objective, common_resolutions, evolutionary_search, latency_constraint, pareto_search
-from ofa_deploy.space import RESOLUTIONS, sample_batch
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.search.evolution import (
+    Objective,
+    common_resolutions,
+    evolutionary_search,
+    latency_constraint,
+    pareto_search,
+)
+from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.space.arch import RESOLUTIONS, sample_batch
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_reference"
 

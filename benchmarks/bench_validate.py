@@ -14,9 +14,9 @@ import sys
 from bench_profiling import VALIDATION_RESOLUTIONS, run_profile
 from common import HOST_BACKENDS, OUT, machine, print_table
 
-from ofa_deploy.devices import default_profile_for
-from ofa_deploy.lut import load_lut
-from ofa_deploy.validation import validate, write_outputs
+from ofa_deploy.backend.profiles import default_profile_for
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.latency.validation import validate, write_outputs
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ HOST_BACKENDS = ("onnxruntime", "openvino", "tflite")
 
 
 def machine() -> str:
-    from ofa_deploy.host import describe_host
+    from ofa_deploy.backend.host import describe_host
 
     return describe_host()
 

@@ -11,16 +11,16 @@ import threading
 import pytest
 import yaml
 
-from ofa_deploy.backend import BUILTIN_BACKENDS, TimingOptions
+from ofa_deploy.backend.interface import BUILTIN_BACKENDS, TimingOptions
 from ofa_deploy.backends.adb import AdbBackend, list_adb_devices
 from ofa_deploy.backends.benchmark_model_output import BenchmarkFailedError
 from ofa_deploy.cli.main import main
+from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import RuntimeMissingError, TargetUnavailableError
-from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.lut import load_lut
-from ofa_deploy.ops import arch_ops, resolution_ops
-from ofa_deploy.profiling import reference_key
-from ofa_deploy.space import smallest_arch
+from ofa_deploy.latency.profiling import reference_key
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.space.arch import smallest_arch
+from ofa_deploy.space.ops import arch_ops, resolution_ops
 from tests.adb_device import FakeAdbDevice
 
 FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
@@ -29,7 +29,7 @@ HOSTILE = "a b;touch PWNED'$(x)"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """The registry entry (until ofa_deploy.backend lists adb) and a private config dir for the key."""
+    """The registry entry (until ofa_deploy.backend.interface lists adb) and a private config dir for the key."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(BUILTIN_BACKENDS, "adb", "ofa_deploy.backends.adb:AdbBackend")
         mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

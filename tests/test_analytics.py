@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from ofa_deploy.analytics import arch_stats
 from ofa_deploy.nn.layers import ResidualBlock, SEModule
-from ofa_deploy.space import largest_arch, sample_batch, smallest_arch
-from ofa_deploy.supernet import OFAMobileNetV3
+from ofa_deploy.nn.supernet import OFAMobileNetV3
+from ofa_deploy.space.analytics import arch_stats
+from ofa_deploy.space.arch import largest_arch, sample_batch, smallest_arch
 
 
 def hook_counts(net: nn.Module, r: int) -> tuple[int, int]:

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 
-from ofa_deploy.backend import BUILTIN_BACKENDS, TimingOptions, backend_registry, create_backend
+from ofa_deploy.backend.interface import BUILTIN_BACKENDS, TimingOptions, backend_registry, create_backend
 from ofa_deploy.cli.main import main
+from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError, RuntimeMissingError
-from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.ops import arch_ops, resolution_ops
-from ofa_deploy.space import smallest_arch
+from ofa_deploy.space.arch import smallest_arch
+from ofa_deploy.space.ops import arch_ops, resolution_ops
 
 FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert.interpreter"}

@@ -8,7 +8,7 @@ import torch
 from conftest import randomize_
 
 from ofa_deploy.cli.main import main
-from ofa_deploy.supernet import OFAMobileNetV3
+from ofa_deploy.nn.supernet import OFAMobileNetV3
 
 ARCH = {"ks": [3, 5, 7, 5] * 5, "e": [6, 4, 3, 4] * 5, "d": [2, 3, 4, 2, 3], "r": 128}
 FAST = ["--rounds", "2", "--runs", "3"]

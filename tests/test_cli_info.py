@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ofa_deploy.cli.main import main
-from ofa_deploy.supernet import OFAMobileNetV3
+from ofa_deploy.nn.supernet import OFAMobileNetV3
 
 TUTORIAL = {
     "ks": [5, 3, 3, 3, 5, 3, 3, 3, 7, 7, 3, 3, 5, 5, 7, 3, 3, 3, 5, 3],

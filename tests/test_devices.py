@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from ofa_deploy.backend import backend_registry
+from ofa_deploy.backend.interface import backend_registry
+from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
 from ofa_deploy.cli.main import main
-from ofa_deploy.devices import builtin_profile_names, load_profile
 from ofa_deploy.errors import BadInputError
 
 

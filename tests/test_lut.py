@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.lut import Calibration, LatencyTable, MissingKeyError, load_lut
-from ofa_deploy.ops import resolution_ops
-from ofa_deploy.space import Arch, ArchBatch, sample_batch
+from ofa_deploy.latency.table import Calibration, LatencyTable, MissingKeyError, load_lut
+from ofa_deploy.space.arch import Arch, ArchBatch, sample_batch
+from ofa_deploy.space.ops import resolution_ops
 
 TUTORIAL = Arch.from_dict(
     {

@@ -31,7 +31,7 @@ def test_fit_linear_recovers_line():
 
 
 def test_calibration_falls_back_to_a_ratio_when_the_line_is_unphysical():
-    from ofa_deploy.validation import fit_calibration
+    from ofa_deploy.latency.validation import fit_calibration
 
     # a falling line (noise on two points) would make larger networks faster
     slope, intercept = fit_calibration(np.array([4.0, 5.0]), np.array([6.0, 5.5]))

@@ -12,8 +12,8 @@ from ofa_deploy.nn.mobilenet_v3 import (
     load_net_config,
     save_net_config,
 )
-from ofa_deploy.space import Arch
-from ofa_deploy.supernet import OFAMobileNetV3
+from ofa_deploy.nn.supernet import OFAMobileNetV3
+from ofa_deploy.space.arch import Arch
 
 
 def official_dirs(reference_dir):
@@ -51,7 +51,7 @@ def test_official_config_shapes_match_its_name(reference_dir):
 
 def test_flops_named_configs_match_their_names(reference_dir):
     """The official 'flops-389M' etc. networks: our MAC count of the arch equals the name."""
-    from ofa_deploy.analytics import arch_stats
+    from ofa_deploy.space.analytics import arch_stats
 
     for name, flops in (("flops-389M_top1-79.1_finetune-75", 389), ("flops-482M_top1-79.6_finetune-75", 482)):
         config = load_net_config(reference_dir / "ofa_specialized" / name / "net.config.json")

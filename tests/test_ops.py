@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ofa_deploy.ops import OpSpec, arch_ops, resolution_ops, space_ops, stage_block_ops
-from ofa_deploy.space import RESOLUTIONS, Arch, sample_batch
+from ofa_deploy.space.arch import RESOLUTIONS, Arch, sample_batch
+from ofa_deploy.space.ops import OpSpec, arch_ops, resolution_ops, space_ops, stage_block_ops
 
 TUTORIAL = Arch.from_dict(
     {

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.predictors import encode, load_accuracy_predictor, load_dataset, train_predictor
-from ofa_deploy.space import Arch, ArchBatch, sample_batch
+from ofa_deploy.search.predictors import encode, load_accuracy_predictor, load_dataset, train_predictor
+from ofa_deploy.space.arch import Arch, ArchBatch, sample_batch
 
 KS_MAP = {3: 0, 5: 1, 7: 2}
 E_MAP = {3: 0, 4: 1, 6: 2}

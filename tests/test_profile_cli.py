@@ -10,9 +10,9 @@ import time
 import pytest
 
 from ofa_deploy.cli.main import main
-from ofa_deploy.lut import load_lut
-from ofa_deploy.ops import resolution_ops
-from ofa_deploy.space import largest_arch
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.space.arch import largest_arch
+from ofa_deploy.space.ops import resolution_ops
 
 FAST = ["--rounds", "2", "--runs", "3", "--no-progress"]
 ARCH = {"ks": [3, 5, 7, 3] * 5, "e": [3, 4, 6, 4] * 5, "d": [2, 3, 4, 3, 2], "r": 128}

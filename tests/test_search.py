@@ -3,11 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from ofa_deploy.analytics import arch_stats
 from ofa_deploy.cli.main import main
-from ofa_deploy.lut import load_lut
-from ofa_deploy.predictors import load_accuracy_predictor
-from ofa_deploy.search import (
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.search.evolution import (
     Constraint,
     InfeasibleConstraintError,
     Objective,
@@ -19,7 +17,9 @@ from ofa_deploy.search import (
     pareto_front_2d,
     pareto_search,
 )
-from ofa_deploy.space import RESOLUTIONS, ArchBatch, sample_batch, smallest_arch
+from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.space.analytics import arch_stats
+from ofa_deploy.space.arch import RESOLUTIONS, ArchBatch, sample_batch, smallest_arch
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ofa_deploy.errors import BadInputError, InvalidArchError
-from ofa_deploy.space import (
+from ofa_deploy.space.arch import (
     N_BLOCKS,
     RESOLUTIONS,
     Arch,

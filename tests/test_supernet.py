@@ -6,8 +6,8 @@ from conftest import randomize_
 from ofa_deploy.errors import CheckpointMismatchError
 from ofa_deploy.nn.bn_calibration import recalibrate_bn
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
-from ofa_deploy.space import largest_arch, sample_batch, smallest_arch
-from ofa_deploy.supernet import OFAMobileNetV3, load_supernet, normalise_checkpoint
+from ofa_deploy.nn.supernet import OFAMobileNetV3, load_supernet, normalise_checkpoint
+from ofa_deploy.space.arch import largest_arch, sample_batch, smallest_arch
 
 
 @pytest.fixture(scope="module", params=[1.0, 1.2])

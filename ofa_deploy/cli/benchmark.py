@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.backend import TimingOptions
-from ofa_deploy.bundle import benchmark_bundle, open_bundle
+from ofa_deploy.backend.interface import TimingOptions
 from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.lut import load_lut
+from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle
+from ofa_deploy.latency.table import load_lut
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

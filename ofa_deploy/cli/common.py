@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ofa_deploy.backend import Backend, TimingOptions, create_backend
-from ofa_deploy.devices import DeviceProfile, default_profile_for, load_profile
+from ofa_deploy.backend.host import busy_warning
+from ofa_deploy.backend.interface import Backend, TimingOptions, create_backend
+from ofa_deploy.backend.profiles import DeviceProfile, default_profile_for, load_profile
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.host import busy_warning
-from ofa_deploy.space import RESOLUTIONS, check_resolutions
+from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions
 
 
 def parse_resolutions(text: str) -> tuple[int, ...]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.bundle import compile_bundle
 from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile
 from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.lut import load_lut
-from ofa_deploy.space import load_arch_file
+from ofa_deploy.deploy.bundle import compile_bundle
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.space.arch import load_arch_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ofa_deploy.cli.common import parse_resolutions
 from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.demo import DemoOptions, run_demo
-from ofa_deploy.report import write_report
+from ofa_deploy.reports.demo import DemoOptions, run_demo
+from ofa_deploy.reports.markdown import write_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

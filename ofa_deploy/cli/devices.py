@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ofa_deploy.backend import backend_class, backend_registry
+from ofa_deploy.backend.interface import backend_class, backend_registry
+from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
 from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.devices import builtin_profile_names, load_profile
 from ofa_deploy.errors import OFADeployError
 
 

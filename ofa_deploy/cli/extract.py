@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.extraction import extract_subnet
-from ofa_deploy.space import load_arch_file, width_mult_from
+from ofa_deploy.nn.extraction import extract_subnet
+from ofa_deploy.space.arch import load_arch_file, width_mult_from
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ofa_deploy.analytics import arch_stats
 from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.space import load_arch_file, width_mult_from
+from ofa_deploy.space.analytics import arch_stats
+from ofa_deploy.space.arch import load_arch_file, width_mult_from
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

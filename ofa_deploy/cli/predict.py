@@ -6,8 +6,8 @@ import argparse
 
 from ofa_deploy.cli.output import format_table, print_json
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.lut import load_lut
-from ofa_deploy.space import load_arch_file
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.space.arch import load_arch_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

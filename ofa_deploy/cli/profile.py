@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
-from ofa_deploy.space import check_width_mult
+from ofa_deploy.latency.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
+from ofa_deploy.space.arch import check_width_mult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

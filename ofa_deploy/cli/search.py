@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_deploy.analytics import arch_stats
 from ofa_deploy.cli.output import format_table, info, print_json
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.lut import load_lut
-from ofa_deploy.pareto_output import write_pareto
-from ofa_deploy.predictors import load_accuracy_predictor
-from ofa_deploy.search import (
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.reports.pareto import write_pareto
+from ofa_deploy.search.evolution import (
     Objective,
     common_resolutions,
     evolutionary_search,
@@ -21,7 +19,9 @@ from ofa_deploy.search import (
     metric_constraint,
     pareto_search,
 )
-from ofa_deploy.space import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
+from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.space.analytics import arch_stats
+from ofa_deploy.space.arch import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

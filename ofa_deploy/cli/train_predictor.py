@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ofa_deploy.cli.output import print_json
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.predictors import load_dataset, train_predictor
+from ofa_deploy.search.predictors import load_dataset, train_predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

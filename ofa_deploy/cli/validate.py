@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.backend import TimingOptions
+from ofa_deploy.backend.interface import TimingOptions
 from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import format_table, info, print_json
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.lut import load_lut
-from ofa_deploy.validation import validate, write_outputs
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.latency.validation import validate, write_outputs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ofa_deploy.layout import middle_channels, se_channels
 from ofa_deploy.nn.layers import MBConvLayer, SEModule, build_activation, same_padding
+from ofa_deploy.space.geometry import middle_channels, se_channels
 
 
 def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.layout import se_channels
+from ofa_deploy.space.geometry import se_channels
 
 
 class Hswish(nn.Module):

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.layout import width_mult_for_first_conv
 from ofa_deploy.nn.layers import ConvLayer, LinearLayer, ResidualBlock, layer_from_config, set_bn_param
-from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
+from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
+from ofa_deploy.space.geometry import width_mult_for_first_conv
 
 
 class MobileNetV3(nn.Module):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ofa_deploy.layout import (
+from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, RESOLUTIONS, Arch, check_resolutions
+from ofa_deploy.space.geometry import (
     STAGE_ACTS,
     STAGE_SE,
     STAGE_STRIDES,
@@ -22,7 +23,6 @@ from ofa_deploy.layout import (
     middle_channels,
     widths_for,
 )
-from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, RESOLUTIONS, Arch, check_resolutions
 
 FIRST_CONV, BLOCK, FINAL_EXPAND, POOL, FEATURE_MIX, LOGITS = (
     "Conv",

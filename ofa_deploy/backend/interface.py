@@ -32,9 +32,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ofa_deploy.deploy.graph.ir import GlobalAvgPool, Graph
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
-from ofa_deploy.graph.ir import GlobalAvgPool, Graph
-from ofa_deploy.ops import OpSpec
+from ofa_deploy.space.ops import OpSpec
 
 ENTRY_POINT_GROUP = "ofa_deploy.backends"
 BUILTIN_BACKENDS = {
@@ -190,7 +190,7 @@ class Backend(ABC):
     # Operators per measure() call while profiling (and per table save): 1 on the host; a remote
     # target such as a phone measures many models per round trip.
     batch_size: ClassVar[int] = 1
-    # Whether timings are taken on this machine (so its load matters; see ofa_deploy.host.busy_warning).
+    # Whether timings are taken on this machine (so its load matters; see ofa_deploy.backend.host.busy_warning).
     times_on_host: ClassVar[bool] = True
 
     def __init__(self, timing: TimingOptions | None = None, **settings: Any) -> None:
@@ -224,7 +224,7 @@ class Backend(ABC):
 
     def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, LatencyStats]:
         """Latency of each operator alone (one small model per operator)."""
-        from ofa_deploy.graph.ir import build_graph
+        from ofa_deploy.deploy.graph.ir import build_graph
 
         return {op.key: self.measure_graph(build_graph([op]), reference) for op in ops}
 
@@ -251,7 +251,7 @@ class Backend(ABC):
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         """Load the reference operator; without a baseline, measure it now (at profiling time)."""
-        from ofa_deploy.graph.ir import build_graph
+        from ofa_deploy.deploy.graph.ir import build_graph
 
         run = self.load(build_graph([OpSpec.from_key(key)]))
         if baseline_ms is None:
@@ -296,7 +296,7 @@ def backend_class(name: str) -> type[Backend]:
     except (ImportError, AttributeError) as exc:
         raise OFADeployError(f"backend '{name}' could not be loaded from {registry[name]} ({exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise OFADeployError(f"backend '{name}' ({registry[name]}) is not an ofa_deploy.backend.Backend")
+        raise OFADeployError(f"backend '{name}' ({registry[name]}) is not an ofa_deploy.backend.interface.Backend")
     return cls
 
 

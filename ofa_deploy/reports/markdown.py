@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ofa_deploy.demo import DemoResult
+from ofa_deploy.reports.demo import DemoResult
 
 
 def _pct(x: float) -> str:

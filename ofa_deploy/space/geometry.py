@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from ofa_deploy.space import MAX_DEPTH, N_STAGES, Arch, check_width_mult
+from ofa_deploy.space.arch import MAX_DEPTH, N_STAGES, Arch, check_width_mult
 
 CHANNEL_DIVISIBLE = 8
 SE_REDUCTION = 4

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ofa_deploy.layout import se_channels
-from ofa_deploy.ops import BLOCK, FEATURE_MIX, FINAL_EXPAND, FIRST_CONV, LOGITS, POOL, OpSpec
+from ofa_deploy.space.geometry import se_channels
+from ofa_deploy.space.ops import BLOCK, FEATURE_MIX, FINAL_EXPAND, FIRST_CONV, LOGITS, POOL, OpSpec
 
 
 @dataclass

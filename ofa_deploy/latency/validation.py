@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend import Backend
+from ofa_deploy.backend.interface import Backend
+from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.lut import Calibration, LatencyTable, new_metadata
+from ofa_deploy.latency.profiling import table_reference
+from ofa_deploy.latency.table import Calibration, LatencyTable, new_metadata
 from ofa_deploy.metrics import agreement, fit_linear
-from ofa_deploy.ops import arch_ops
-from ofa_deploy.profiling import table_reference
-from ofa_deploy.space import Arch, ArchBatch, sample_batch
+from ofa_deploy.space.arch import Arch, ArchBatch, sample_batch
+from ofa_deploy.space.ops import arch_ops
 
 MIN_SAMPLES = 4
 

@@ -10,8 +10,8 @@ import torch
 
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3, save_net_config
-from ofa_deploy.space import Arch
-from ofa_deploy.supernet import OFAMobileNetV3, load_supernet
+from ofa_deploy.nn.supernet import OFAMobileNetV3, load_supernet
+from ofa_deploy.space.arch import Arch
 
 NET_CONFIG_FILE = "net.config"
 STATE_DICT_FILE = "weights.pth"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_deploy.analytics import arch_stats
-from ofa_deploy.search import ParetoResult
+from ofa_deploy.search.evolution import ParetoResult
+from ofa_deploy.space.analytics import arch_stats
 
 
 def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:

@@ -9,7 +9,7 @@ Per-call overhead: every per-operator model pays the runtime's fixed cost of one
 a whole network pays it once. It is measured first, subtracted from every entry and added back
 once per prediction (``metadata.call_overhead_ms``).
 
-Drift: every measurement also times a fixed reference operator (see :mod:`ofa_deploy.backend`);
+Drift: every measurement also times a fixed reference operator (see :mod:`ofa_deploy.backend.interface`);
 entries are normalised by it, its baseline is stored in ``metadata.reference``, and its raw
 latency every ``drift_every`` keys is kept in ``metadata.drift``. A change of more than 15% during
 profiling is reported rather than folded silently into the table.
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.backend import Backend, LatencyStats, Reference
+from ofa_deploy.backend.interface import Backend, LatencyStats, Reference
 from ofa_deploy.errors import BadInputError, OFADeployError
-from ofa_deploy.lut import LatencyTable, new_metadata
-from ofa_deploy.ops import OpSpec, resolution_ops
-from ofa_deploy.space import check_resolutions
+from ofa_deploy.latency.table import LatencyTable, new_metadata
+from ofa_deploy.space.arch import check_resolutions
+from ofa_deploy.space.ops import OpSpec, resolution_ops
 
 DRIFT_WARNING = 0.15
 VALUE_FIELD = "estimate"

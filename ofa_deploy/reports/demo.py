@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy import __version__
-from ofa_deploy.bundle import benchmark_bundle, compile_bundle
-from ofa_deploy.devices import load_profile
-from ofa_deploy.host import describe_host
-from ofa_deploy.lut import load_lut
-from ofa_deploy.pareto_output import write_pareto
-from ofa_deploy.predictors import load_accuracy_predictor
-from ofa_deploy.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
-from ofa_deploy.search import Objective, evolutionary_search, latency_constraint, pareto_search
-from ofa_deploy.space import ArchBatch, check_width_mult, largest_arch, save_arch_file
-from ofa_deploy.validation import validate, write_outputs
+from ofa_deploy.backend.host import describe_host
+from ofa_deploy.backend.profiles import load_profile
+from ofa_deploy.deploy.bundle import benchmark_bundle, compile_bundle
+from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.reports.pareto import write_pareto
+from ofa_deploy.search.evolution import Objective, evolutionary_search, latency_constraint, pareto_search
+from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.space.arch import ArchBatch, check_width_mult, largest_arch, save_arch_file
 
 
 @dataclass

@@ -8,7 +8,7 @@
   set is the returned front, so one run answers every budget.
 
 Constraints that no sub-network can meet are found up front, exactly (per-slot minima, see
-:mod:`ofa_deploy.slot_table`), and reported with the smallest reachable value; a barely feasible
+:mod:`ofa_deploy.space.slot_table`), and reported with the smallest reachable value; a barely feasible
 constraint still terminates because the starting population is seeded with the arch that
 minimises each constraint, and every refill loop has a bounded number of tries.
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ofa_deploy.analytics import metric_tables
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.lut import LatencyTable
-from ofa_deploy.predictors import MLPPredictor
-from ofa_deploy.space import Arch, ArchBatch, crossover_batch, mutate_batch, sample_batch
+from ofa_deploy.latency.table import LatencyTable
+from ofa_deploy.search.predictors import MLPPredictor
+from ofa_deploy.space.analytics import metric_tables
+from ofa_deploy.space.arch import Arch, ArchBatch, crossover_batch, mutate_batch, sample_batch
 
 MAX_REFILL_TRIES = 30
 

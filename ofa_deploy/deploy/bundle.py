@@ -21,18 +21,18 @@ import numpy as np
 import torch
 
 from ofa_deploy import __version__
-from ofa_deploy.analytics import arch_stats
-from ofa_deploy.backend import Artifact, Backend, LatencyStats
-from ofa_deploy.data import image_batches, preprocessing
+from ofa_deploy.backend.interface import Artifact, Backend, LatencyStats
+from ofa_deploy.deploy.graph.from_torch import torch_weights
+from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError, OFADeployError
-from ofa_deploy.extraction import build_subnet
-from ofa_deploy.graph.from_torch import torch_weights
-from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.lut import LatencyTable, atomic_write_text
+from ofa_deploy.latency.profiling import load_reference
+from ofa_deploy.latency.table import LatencyTable, atomic_write_text
 from ofa_deploy.nn.bn_calibration import recalibrate_bn
-from ofa_deploy.ops import arch_ops
-from ofa_deploy.profiling import load_reference
-from ofa_deploy.space import Arch
+from ofa_deploy.nn.data import image_batches, preprocessing
+from ofa_deploy.nn.extraction import build_subnet
+from ofa_deploy.space.analytics import arch_stats
+from ofa_deploy.space.arch import Arch
+from ofa_deploy.space.ops import arch_ops
 
 FORMAT = "ofa-deploy-bundle/1"
 MANIFEST = "manifest.json"

@@ -20,9 +20,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from ofa_deploy.layout import BlockSpec, block_specs, conv_out_size, se_channels, widths_for
-from ofa_deploy.slot_table import SlotTable
-from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
+from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
+from ofa_deploy.space.geometry import BlockSpec, block_specs, conv_out_size, se_channels, widths_for
+from ofa_deploy.space.slot_table import SlotTable
 
 BYTES_PER_ACTIVATION = 4
 

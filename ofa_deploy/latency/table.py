@@ -29,10 +29,7 @@ import yaml
 
 from ofa_deploy import __version__
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.layout import final_feature_size, width_mult_for_first_conv
-from ofa_deploy.ops import FIRST_CONV, arch_ops, head_ops, stage_block_ops, stem_ops
-from ofa_deploy.slot_table import SlotTable
-from ofa_deploy.space import (
+from ofa_deploy.space.arch import (
     EXPAND_RATIOS,
     KERNEL_SIZES,
     MAX_DEPTH,
@@ -41,6 +38,9 @@ from ofa_deploy.space import (
     ArchBatch,
     check_width_mult,
 )
+from ofa_deploy.space.geometry import final_feature_size, width_mult_for_first_conv
+from ofa_deploy.space.ops import FIRST_CONV, arch_ops, head_ops, stage_block_ops, stem_ops
+from ofa_deploy.space.slot_table import SlotTable
 
 FORMAT = "ofa-deploy-lut/1"
 OFFICIAL_FILE = re.compile(r"^(\d+)_lookup_table\.yaml$")

@@ -16,17 +16,17 @@ import torch
 from torch import nn
 
 from ofa_deploy.errors import BadInputError, CheckpointMismatchError
-from ofa_deploy.layout import (
+from ofa_deploy.nn.dynamic import DynamicMBConvLayer
+from ofa_deploy.nn.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock, set_bn_param
+from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
+from ofa_deploy.space.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, Arch, check_width_mult
+from ofa_deploy.space.geometry import (
     STAGE_ACTS,
     STAGE_SE,
     STAGE_STRIDES,
     first_block_spec,
     widths_for,
 )
-from ofa_deploy.nn.dynamic import DynamicMBConvLayer
-from ofa_deploy.nn.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock, set_bn_param
-from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
-from ofa_deploy.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, Arch, check_width_mult
 
 
 def _as_list(value: int | Sequence[int] | None, length: int) -> list[int | None]:

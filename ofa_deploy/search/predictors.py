@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.space import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchBatch
+from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchBatch
 
 ENCODING = "ofa-onehot-128"
 FORMAT = "ofa-deploy-accuracy-predictor/1"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch, ArchBatch
+from ofa_deploy.space.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch, ArchBatch
 
 _KS = np.asarray(KERNEL_SIZES)
 _ES = np.asarray(EXPAND_RATIOS)

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from ofa_deploy.backend import Backend, TimingOptions, backend_class
+from ofa_deploy.backend.interface import Backend, TimingOptions, backend_class
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.space import RESOLUTIONS, check_resolutions, check_width_mult
+from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions, check_width_mult
 
 _KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing", "settings"}
 _TIMING_KEYS = {"threads", "warmup", "rounds", "runs", "instances"}

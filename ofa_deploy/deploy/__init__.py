@@ -1,0 +1,1 @@
+"""Deployment: graph writers (ONNX, TFLite), compiled bundles with manifests, benchmarks."""

@@ -1,0 +1,1 @@
+"""Search with predictors only: accuracy predictors, evolutionary search, NSGA-II Pareto fronts."""
