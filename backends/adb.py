@@ -3,7 +3,7 @@
 The toolkit pushes the user's ``benchmark_model`` binary and one ``.tflite`` per operator to a
 device directory, and times a whole batch of models per round trip (one shell script, each model
 followed by the reference operator, so entries are normalised exactly like on the host; see
-:mod:`ofa_deploy.backend.interface`). Setup, settings and what was tested: docs/adb.md.
+:mod:`ofa_deploy.backend.timing`). Setup, settings and what was tested: docs/adb.md.
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ import shlex
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend.interface import Artifact, Backend, LatencyStats, Reference, TimingOptions, require_module
+from ofa_deploy.backend.artifact import TFLITE, Artifact
+from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, require_module
+from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
 from ofa_deploy.backends.adb_connection import (
     AdbConnection,
@@ -57,34 +61,52 @@ SERIAL_ENV = "ANDROID_SERIAL"  # the variable adb itself reads
 FREQUENCY_CHECKS = 3
 BINARY, MODELS, SCRIPT = "benchmark_model", "models", "batch.sh"  # inside the device directory
 
-_SETTINGS = {
-    "serial": "host:port for ADB over TCP/Wi-Fi, or a USB serial (default: $ANDROID_SERIAL, else the only USB device)",
-    "benchmark_model": f"host path of the Android benchmark_model binary to push (default: ${BINARY_ENV})",
-    "device_dir": f"device directory for the binary and models (default {DEFAULT_DEVICE_DIR})",
-    "taskset": "hex CPU mask benchmark_model is pinned to, e.g. 'f0' for cores 4-7 (default: no pinning)",
-    "xnnpack": "use the XNNPACK delegate (default true)",
-    "cooldown_s": "seconds to sleep between timing rounds on the phone (default 0)",
-    "min_freq_khz": "before each batch, the pinned cores must reach this frequency under load (default 0: no check)",
-    "batch_size": "models timed per round trip (default 32)",
-    "retries": "reconnection attempts after a dropped connection (default 3)",
-    "retry_delay_s": "first back-off delay in seconds, doubled after each try (default 1)",
-    "connect_timeout_s": "timeout for connecting and for short requests (default 10)",
-    "command_timeout_s": "longest silence allowed while a batch runs on the phone (default 600)",
-    "auth_timeout_s": "time to accept the 'Allow USB debugging?' prompt (default 30)",
-    "key_path": "RSA key for ADB authentication (default: ~/.config/ofa-deploy/adbkey, created once)",
-    "cleanup": "remove the pushed binary and models from the device when done (default true)",
-}
 
+@dataclass(frozen=True)
+class AdbSettings(BackendSettings):
+    serial: str | None = setting(
+        None, "host:port for ADB over TCP/Wi-Fi, or a USB serial (default: $ANDROID_SERIAL, else the only USB device)"
+    )
+    benchmark_model: str | None = setting(
+        None, f"host path of the Android benchmark_model binary (default: ${BINARY_ENV})"
+    )
+    device_dir: str = setting(DEFAULT_DEVICE_DIR, "device directory for the binary and models")
+    taskset: str | None = setting(None, "hex CPU mask benchmark_model is pinned to, e.g. 'f0' for cores 4-7")
+    xnnpack: bool = setting(True, "use the XNNPACK delegate")
+    cooldown_s: float = setting(0.0, "seconds to sleep between timing rounds on the phone")
+    min_freq_khz: int = setting(
+        0, "before each batch, the pinned cores must reach this frequency under load (0: no check)"
+    )
+    batch_size: int = setting(32, "models timed per round trip")
+    retries: int = setting(3, "reconnection attempts after a dropped connection")
+    retry_delay_s: float = setting(1.0, "first back-off delay in seconds, doubled after each try")
+    connect_timeout_s: float = setting(10.0, "timeout for connecting and for short requests")
+    command_timeout_s: float = setting(600.0, "longest silence allowed while a batch runs on the phone")
+    auth_timeout_s: float = setting(30.0, "time to accept the 'Allow USB debugging?' prompt")
+    key_path: str | None = setting(None, "RSA key for ADB authentication (default: ~/.config/ofa-deploy/adbkey)")
+    cleanup: bool = setting(True, "remove the pushed binary and models from the device when done")
 
-def _positive(settings: dict[str, Any], name: str, default: float, cast: type = float) -> Any:
-    value = settings.get(name, default)
-    try:
-        value = cast(value)
-    except (TypeError, ValueError):
-        raise BadInputError(f"adb setting '{name}' must be a number, got {value!r}") from None
-    if value < 0 or (cast is int and name == "batch_size" and value < 1):
-        raise BadInputError(f"adb setting '{name}' must be {'positive' if name == 'batch_size' else '>= 0'}")
-    return value
+    def validate(self) -> None:
+        for name in (
+            "cooldown_s",
+            "min_freq_khz",
+            "retries",
+            "retry_delay_s",
+            "connect_timeout_s",
+            "command_timeout_s",
+            "auth_timeout_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be positive")
+        if not self.device_dir.startswith("/"):
+            raise ValueError(f"device_dir: must be an absolute device path, got {self.device_dir!r}")
+        if self.taskset:
+            try:
+                cores_in_mask(self.taskset.lower().removeprefix("0x"))
+            except BadInputError as exc:
+                raise ValueError(str(exc).removeprefix("adb setting ")) from None
 
 
 def cores_in_mask(mask: str) -> list[int]:
@@ -110,32 +132,32 @@ def _cleanup_device(connection: AdbConnection, directory: str, enabled: bool) ->
     connection.close()
 
 
-class AdbBackend(Backend):
+class AdbBackend(RemoteDeviceBackend):
+    """The phone measures: this machine's load does not bias the figures."""
+
     name = "adb"
     extra = "adb"
     description = "Android phone CPU over ADB, TFLite benchmark_model"
-    artifact_suffix = ".tflite"
-    batch_size: ClassVar[int] = 32
-    times_on_host = False  # the phone measures: this machine's load does not bias the figures
+    artifact_kinds = (TFLITE,)
+    Settings = AdbSettings
+    settings: AdbSettings
+    cli_options = (
+        CliOption(
+            "--serial", "serial", "phone to use: USB serial or HOST:PORT (default: $ANDROID_SERIAL)", metavar="S"
+        ),
+    )
 
-    @classmethod
-    def settings_schema(cls) -> dict[str, str]:
-        return dict(_SETTINGS)
-
-    def __init__(self, timing: TimingOptions | None = None, **settings: Any) -> None:
-        super().__init__(timing, **settings)
-        self.batch_size = _positive(settings, "batch_size", type(self).batch_size, int)
-        self.cooldown_s = _positive(settings, "cooldown_s", 0.0)
-        self.min_freq_khz = _positive(settings, "min_freq_khz", 0, int)
-        taskset = settings.get("taskset")
-        self.taskset = str(taskset).lower().removeprefix("0x") if taskset not in (None, "", False) else None
-        if self.taskset:
-            cores_in_mask(self.taskset)
-        self.device_dir = str(settings.get("device_dir") or DEFAULT_DEVICE_DIR).rstrip("/")
-        if not self.device_dir.startswith("/"):
-            raise BadInputError(f"adb setting 'device_dir' must be an absolute device path, got {self.device_dir!r}")
-        self.serial = settings.get("serial") or os.environ.get(SERIAL_ENV) or None
-        self.serial = str(self.serial) if self.serial is not None else None
+    def __init__(
+        self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any
+    ) -> None:
+        super().__init__(timing, settings_source, **settings)
+        s = self.settings
+        self.batch_size = s.batch_size
+        self.cooldown_s = s.cooldown_s
+        self.min_freq_khz = s.min_freq_khz
+        self.taskset = s.taskset.lower().removeprefix("0x") if s.taskset else None
+        self.device_dir = s.device_dir.rstrip("/")
+        self.serial = s.serial or os.environ.get(SERIAL_ENV) or None
         self._connection: AdbConnection | None = None
         self._ready = False
         self._references: dict[str, str] = {}  # reference key -> device path
@@ -144,7 +166,7 @@ class AdbBackend(Backend):
     # ------------------------------------------------------------------ configuration
     @property
     def binary_path(self) -> Path:
-        value = self.settings.get("benchmark_model") or os.environ.get(BINARY_ENV)
+        value = self.settings.benchmark_model or os.environ.get(BINARY_ENV)
         if not value:
             raise TargetUnavailableError(
                 "the adb backend needs the Android benchmark_model binary: set 'benchmark_model' in the device "
@@ -166,22 +188,22 @@ class AdbBackend(Backend):
 
     @cached_property
     def command(self) -> BenchmarkCommand:
-        return BenchmarkCommand(f"./{BINARY}", self.timing, bool(self.settings.get("xnnpack", True)), self.taskset)
+        return BenchmarkCommand(f"./{BINARY}", self.timing, self.settings.xnnpack, self.taskset)
 
     def connection(self) -> AdbConnection:
         """The device connection, opened on first use; the phone is cleaned up when the backend goes."""
         if self._connection is None:
             require_module(self.name, self.extra, "adb_shell", "adb-shell")
-            key = self.settings.get("key_path")
+            s = self.settings
             self._connection = AdbConnection(
                 ConnectionSettings(
                     serial=self.serial,
-                    key_path=Path(os.path.expanduser(str(key))) if key else config_dir() / "adbkey",
-                    transport_timeout_s=_positive(self.settings, "connect_timeout_s", 10.0),
-                    command_timeout_s=_positive(self.settings, "command_timeout_s", 600.0),
-                    auth_timeout_s=_positive(self.settings, "auth_timeout_s", 30.0),
-                    retries=_positive(self.settings, "retries", 3, int),
-                    retry_delay_s=_positive(self.settings, "retry_delay_s", 1.0),
+                    key_path=Path(os.path.expanduser(s.key_path)) if s.key_path else config_dir() / "adbkey",
+                    transport_timeout_s=s.connect_timeout_s,
+                    command_timeout_s=s.command_timeout_s,
+                    auth_timeout_s=s.auth_timeout_s,
+                    retries=s.retries,
+                    retry_delay_s=s.retry_delay_s,
                 )
             )
             self._finalizer = weakref.finalize(
@@ -189,7 +211,7 @@ class AdbBackend(Backend):
                 _cleanup_device,
                 self._connection,
                 self.device_dir,
-                bool(self.settings.get("cleanup", True)),
+                self.settings.cleanup,
             )
         return self._connection
 
@@ -205,7 +227,7 @@ class AdbBackend(Backend):
     def runtime_info(self) -> dict[str, str]:
         require_module(self.name, self.extra, "adb_shell", "adb-shell")
         info = {"runtime": "TFLite benchmark_model over adb-shell", "runtime_version": metadata.version("adb-shell")}
-        binary = self.settings.get("benchmark_model") or os.environ.get(BINARY_ENV)
+        binary = self.settings.benchmark_model or os.environ.get(BINARY_ENV)
         if binary and Path(os.path.expanduser(str(binary))).is_file():
             info["runtime_version"] += f", benchmark_model sha256:{self._binary_digest}"
         return info
@@ -213,6 +235,11 @@ class AdbBackend(Backend):
     @cached_property
     def _binary_digest(self) -> str:
         return hashlib.sha256(self.binary_path.read_bytes()).hexdigest()[:12]
+
+    @classmethod
+    def attached_targets(cls) -> list[dict[str, Any]]:
+        """Phones the local adb server sees (empty when no server runs)."""
+        return list_adb_devices()
 
     def check(self) -> dict[str, Any]:
         """Connect, report the phone (model, ABI, Android version, CPU governor) and install the binary."""
@@ -246,46 +273,41 @@ class AdbBackend(Backend):
             "xnnpack": self.command.xnnpack,
         }
 
-    def load(self, graph: Graph) -> Callable[[], Any]:
-        """Push ``graph`` and return a callable that runs it once on the phone (timing goes through
-        :meth:`measure`, which batches; this is for checks)."""
-        path = f"{MODELS}/load-{hashlib.sha1(repr(graph).encode()).hexdigest()[:12]}.tflite"
-        data = to_tflite_bytes(graph)
-        self.connection().call(lambda session: self._push_model(session, data, path), f"pushing {path}")
-        return lambda: self._run_once(path)
+    def open(self) -> None:
+        """Connect and install benchmark_model (``check`` does this; measuring does it on first use)."""
+        self.connection().call(self._ensure_ready, "preparing the device")
 
-    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, LatencyStats]:
-        """Latency of each operator, measured in batches of models per ADB round trip."""
-        models = [(op.key, to_tflite_bytes(build_graph([op]))) for op in ops]
-        return dict(zip([op.key for op in ops], self._measure_models(models, reference)))
-
-    def measure_graph(self, graph: Graph, reference: Reference | None = None) -> LatencyStats:
-        return self._measure_models([("the sub-network", to_tflite_bytes(graph))], reference)[0]
+    def encode(self, graph: Graph) -> bytes:
+        return to_tflite_bytes(graph)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         """Push the reference operator; without a baseline, time it alone now (at profiling time)."""
-        self._reference_path(key)
+        path = self._reference_path(key)
         if baseline_ms is None:
             rounds = max(self.timing.rounds, 9)
-            path = self._references[key]
             baseline_ms = self._run_batch([key], [path], [], None, rounds)[0].raw_estimate
-        return Reference(key, lambda: self._run_once(self._reference_path(key)), baseline_ms)
+        return Reference(key, None, baseline_ms)
 
-    def export(self, graph: Graph, directory: Path) -> Artifact:
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
         return tflite_artifact(graph, directory)
 
     def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
         """Run the artifact with the host's LiteRT interpreter: the same .tflite file the phone runs,
         for numerical checks (the phone's benchmark_model does not return outputs)."""
-        host = TFLiteBackend(self.timing, xnnpack=bool(self.settings.get("xnnpack", True)))
+        host = TFLiteBackend(self.timing, xnnpack=self.settings.xnnpack)
         return host.load_artifact(directory, artifact)
 
-    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
-        """Time the compiled .tflite on the phone with the same protocol as the latency table."""
-        local = Path(directory) / artifact.main
-        if not local.is_file():
-            raise BadInputError(f"{local}: the artifact's model file is missing")
-        return self._measure_models([(str(local), local.read_bytes())], reference, names=[local.name])[0]
+    def measure_models(
+        self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
+    ) -> list[LatencyStats]:
+        """Push the models and time them in one script on the phone (one round trip)."""
+        paths = [
+            f"{MODELS}/" + (names[i] if names else f"m{self._batches}-{i}-{hashlib.sha1(data).hexdigest()[:12]}.tflite")
+            for i, (_, data) in enumerate(models)
+        ]
+        return self._run_batch(
+            [label for label, _ in models], paths, [data for _, data in models], reference, self.timing.rounds
+        )
 
     # ------------------------------------------------------------------ device work
     def _ensure_ready(self, session: DeviceSession) -> None:
@@ -389,27 +411,3 @@ class AdbBackend(Backend):
             stats_from_rounds(rounds_, results.reference_rounds[i] if reference is not None else None, baseline)
             for i, rounds_ in enumerate(results.model_rounds)
         ]
-
-    def _measure_models(
-        self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
-    ) -> list[LatencyStats]:
-        stats: list[LatencyStats] = []
-        step = max(1, self.batch_size)
-        for start in range(0, len(models), step):
-            chunk = models[start : start + step]
-            chunk_names = names[start : start + step] if names else None
-            paths = [
-                f"{MODELS}/"
-                + (chunk_names[i] if chunk_names else f"m{start + i}-{hashlib.sha1(data).hexdigest()[:12]}.tflite")
-                for i, (_, data) in enumerate(chunk)
-            ]
-            stats += self._run_batch(
-                [label for label, _ in chunk], paths, [data for _, data in chunk], reference, self.timing.rounds
-            )
-        return stats
-
-    def _run_once(self, path: str) -> BenchmarkResult:
-        """One inference of an already pushed model (what :meth:`load`'s callable does)."""
-        argv = self.command.argv(path, runs=1)
-        output = self.connection().shell(self._in_device_dir(f"{shlex.join(argv)} 2>&1"), f"running {path}")
-        return parse_benchmark_output(output, model=path)

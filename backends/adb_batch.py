@@ -2,7 +2,7 @@
 
 The script runs, for each round, every model once followed by the reference model, each a fresh
 ``benchmark_model`` process (``--num_runs`` timed runs after ``--warmup_runs``); a round's figure
-is its minimum, exactly as on the host (see :mod:`ofa_deploy.backend.interface`). Every path and argument is
+is its minimum, exactly as on the host (see :mod:`ofa_deploy.backend.timing`). Every path and argument is
 quoted with :func:`shlex.quote`, so a model path with spaces or shell metacharacters reaches the
 device intact and runs nothing else. Markers around each run let the output be split back
 without guessing.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa_deploy.backend.interface import LatencyStats, TimingOptions
+from ofa_deploy.backend.timing import LatencyStats, TimingOptions
 from ofa_deploy.backends.benchmark_model_output import (
     BenchmarkFailedError,
     BenchmarkResult,

@@ -3,34 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend.interface import Artifact, Backend, require_module
+from ofa_deploy.backend.artifact import ONNX, Artifact
+from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILE = "model.onnx"
+OPTIMIZATION_LEVELS = ("all", "extended", "basic", "none")
 
 
-class OnnxRuntimeBackend(Backend):
+@dataclass(frozen=True)
+class OnnxRuntimeSettings(BackendSettings):
+    graph_optimization: str = setting("all", "ONNX Runtime graph optimisation level: all, extended, basic, none")
+
+    def validate(self) -> None:
+        if self.graph_optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"graph_optimization: must be one of {', '.join(OPTIMIZATION_LEVELS)}")
+
+
+class OnnxRuntimeBackend(LocalRuntimeBackend):
     name = "onnxruntime"
-    extra = "onnx"
+    extra = ""  # a core dependency of ofa-deploy
     description = "host CPU, ONNX Runtime CPU execution provider"
-    artifact_suffix = ".onnx"
-
-    @classmethod
-    def settings_schema(cls) -> dict[str, str]:
-        return {"graph_optimization": "ONNX Runtime graph optimisation level: all (default), extended, basic, none"}
+    artifact_kinds = (ONNX,)
+    Settings = OnnxRuntimeSettings
+    settings: OnnxRuntimeSettings
 
     def _ort(self):
         return require_module(self.name, self.extra, "onnxruntime")
 
     def runtime_info(self) -> dict[str, str]:
-        ort = self._ort()
-        return {"runtime": "onnxruntime", "runtime_version": ort.__version__}
+        return {"runtime": "onnxruntime", "runtime_version": self._ort().__version__}
 
     def session(self, model: bytes | str):
         ort = self._ort()
@@ -38,13 +48,12 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = self.timing.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        level = self.settings.get("graph_optimization", "all")
         options.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[level]
+        }[self.settings.graph_optimization]
         options.log_severity_level = 3
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
@@ -53,9 +62,11 @@ class OnnxRuntimeBackend(Backend):
         feed = {"input": np.random.default_rng(0).standard_normal(graph.input_shape, dtype=np.float32)}
         return lambda: session.run(None, feed)
 
-    def export(self, graph: Graph, directory: Path) -> Artifact:
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
         (directory / MODEL_FILE).write_bytes(to_onnx_bytes(graph))
-        return Artifact([MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape))
+        return Artifact(
+            ONNX, [MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape)
+        )
 
     def load_artifact(self, directory: Path, artifact: Artifact):
         session = self.session(str(directory / artifact.main))

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend.interface import Artifact, Backend, require_module
+from ofa_deploy.backend.artifact import OPENVINO_IR, Artifact
+from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILES = ["model.xml", "model.bin"]
 
 
-class OpenVinoBackend(Backend):
+@dataclass(frozen=True)
+class OpenVinoSettings(BackendSettings):
+    device: str = setting("CPU", "OpenVINO device name")
+
+
+class OpenVinoBackend(LocalRuntimeBackend):
     name = "openvino"
     extra = "openvino"
     description = "Intel CPU, OpenVINO CPU plugin (f32)"
-    artifact_suffix = ".xml"
-
-    @classmethod
-    def settings_schema(cls) -> dict[str, str]:
-        return {"device": "OpenVINO device name (default CPU)"}
+    artifact_kinds = (OPENVINO_IR,)
+    Settings = OpenVinoSettings
+    settings: OpenVinoSettings
 
     def _ov(self):
         return require_module(self.name, self.extra, "openvino")
@@ -42,7 +48,7 @@ class OpenVinoBackend(Backend):
             "INFERENCE_NUM_THREADS": self.timing.threads,
             "NUM_STREAMS": 1,
         }
-        return core.compile_model(model, self.settings.get("device", "CPU"), config)
+        return core.compile_model(model, self.settings.device, config)
 
     def read_onnx(self, onnx_bytes: bytes):
         return self._ov().Core().read_model(onnx_bytes, b"")
@@ -54,11 +60,13 @@ class OpenVinoBackend(Backend):
         request.set_input_tensor(self._ov().Tensor(x))
         return request.infer
 
-    def export(self, graph: Graph, directory: Path) -> Artifact:
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
         """OpenVINO IR (model.xml + model.bin), float32 weights."""
         ov = self._ov()
         ov.save_model(self.read_onnx(to_onnx_bytes(graph)), str(directory / MODEL_FILES[0]), compress_to_fp16=False)
-        return Artifact(list(MODEL_FILES), "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape))
+        return Artifact(
+            OPENVINO_IR, list(MODEL_FILES), "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape)
+        )
 
     def load_artifact(self, directory: Path, artifact: Artifact):
         ov = self._ov()

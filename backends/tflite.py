@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend.interface import Artifact, Backend, require_module
+from ofa_deploy.backend.artifact import TFLITE, Artifact
+from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
 
@@ -21,7 +24,7 @@ def tflite_artifact(graph: Graph, directory: Path) -> Artifact:
     """Write ``model.tflite`` (NHWC input) for ``graph``; shared with the adb backend."""
     (directory / MODEL_FILE).write_bytes(to_tflite_bytes(graph))
     n, c, h, w = graph.input_shape
-    return Artifact([MODEL_FILE], "input", [n, h, w, c], "NHWC", "output", list(graph.output_shape))
+    return Artifact(TFLITE, [MODEL_FILE], "input", [n, h, w, c], "NHWC", "output", list(graph.output_shape))
 
 
 @contextmanager
@@ -42,15 +45,18 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-class TFLiteBackend(Backend):
+@dataclass(frozen=True)
+class TFLiteSettings(BackendSettings):
+    xnnpack: bool = setting(True, "use the XNNPACK delegate")
+
+
+class TFLiteBackend(LocalRuntimeBackend):
     name = "tflite"
     extra = "tflite"
     description = "host CPU, LiteRT (TFLite) interpreter with XNNPACK"
-    artifact_suffix = ".tflite"
-
-    @classmethod
-    def settings_schema(cls) -> dict[str, str]:
-        return {"xnnpack": "use the XNNPACK delegate (default true)"}
+    artifact_kinds = (TFLITE,)
+    Settings = TFLiteSettings
+    settings: TFLiteSettings
 
     def _interpreter_module(self):
         return require_module(self.name, self.extra, "ai_edge_litert.interpreter", "ai-edge-litert")
@@ -65,7 +71,7 @@ class TFLiteBackend(Backend):
         module = self._interpreter_module()
         resolver = (
             module.OpResolverType.AUTO
-            if self.settings.get("xnnpack", True)
+            if self.settings.xnnpack
             else module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
         with quiet_native_stderr():
@@ -82,7 +88,7 @@ class TFLiteBackend(Backend):
         interpreter.set_tensor(detail["index"], x)
         return interpreter.invoke
 
-    def export(self, graph: Graph, directory: Path) -> Artifact:
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
         return tflite_artifact(graph, directory)
 
     def load_artifact(self, directory: Path, artifact: Artifact):

@@ -11,7 +11,7 @@ import threading
 import pytest
 import yaml
 
-from ofa_deploy.backend.interface import BUILTIN_BACKENDS, TimingOptions
+from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.backends.adb import AdbBackend, list_adb_devices
 from ofa_deploy.backends.benchmark_model_output import BenchmarkFailedError
 from ofa_deploy.cli.main import main
@@ -29,9 +29,8 @@ HOSTILE = "a b;touch PWNED'$(x)"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """The registry entry (until ofa_deploy.backend.interface lists adb) and a private config dir for the key."""
+    """A private config dir for the key, and no serial from the environment."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(BUILTIN_BACKENDS, "adb", "ofa_deploy.backends.adb:AdbBackend")
         mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
         mp.delenv("ANDROID_SERIAL", raising=False)
         yield mp
@@ -179,7 +178,7 @@ def test_export_and_benchmark_with_hostile_names(device, tmp_path):
     hostile_dir = f"/data/local/tmp/{HOSTILE}"
     backend = AdbBackend(FAST, **settings(device, device_dir=hostile_dir))
     graph = build_graph(arch_ops(smallest_arch(160), 1.0))
-    artifact = backend.export(graph, tmp_path)
+    artifact = backend.compile(graph, tmp_path)
     name = f"{HOSTILE}.tflite"
     (tmp_path / artifact.main).rename(tmp_path / name)
     artifact.files[0] = name
@@ -196,7 +195,7 @@ def test_export_and_benchmark_with_hostile_names(device, tmp_path):
 
 def test_broken_model_names_the_file(device, tmp_path):
     backend = AdbBackend(FAST, **settings(device))
-    artifact = backend.export(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
+    artifact = backend.compile(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
     (tmp_path / artifact.main).write_bytes(b"this is not a flatbuffer")
     with pytest.raises(BenchmarkFailedError, match="model.tflite"):
         backend.benchmark(tmp_path, artifact)
@@ -240,30 +239,36 @@ def test_missing_adb_shell_names_the_extra(env, monkeypatch):
         AdbBackend(FAST).runtime_info()
 
 
-def test_list_adb_devices_from_the_adb_server(env, capsys):
+def test_list_adb_devices_from_the_adb_server(env, capsys, monkeypatch):
+    """The adb backend's attached targets come from the adb server's ``host:devices`` answer, and
+    ``devices`` shows them without knowing anything about adb."""
     reply = b"0123456789ABCDEF\tdevice\n192.168.1.7:5555\toffline\n"
     server = socket.create_server(("127.0.0.1", 0))
 
-    def answer():
-        conn, _ = server.accept()
-        with conn:
-            request = conn.recv(64)
-            assert request == b"000chost:devices"
-            conn.sendall(b"OKAY%04x" % len(reply) + reply)
+    def answer(times):
+        for _ in range(times):
+            conn, _ = server.accept()
+            with conn:
+                request = conn.recv(64)
+                assert request == b"000chost:devices"
+                conn.sendall(b"OKAY%04x" % len(reply) + reply)
 
     port = server.getsockname()[1]
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    found = list_adb_devices(port=port)
-    thread.join(5)
-    server.close()
-    assert found == [
+    expected = [
         {"serial": "0123456789ABCDEF", "state": "device"},
         {"serial": "192.168.1.7:5555", "state": "offline"},
     ]
-    assert list_adb_devices(port=port) == []  # no server: nothing, quickly
+    thread = threading.Thread(target=answer, args=(3,), daemon=True)
+    thread.start()
+    assert list_adb_devices(port=port) == expected
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
     assert main(["devices", "--json"]) == 0
-    assert "adb_devices" in json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["backends"]["adb"]["targets"] == expected
+    assert main(["devices"]) == 0  # the table names the flag that selects a phone
+    assert "Targets of 'adb' (use with --serial)" in capsys.readouterr().out
+    thread.join(5)
+    server.close()
+    assert list_adb_devices(port=port) == []  # no server: nothing, quickly
 
 
 def test_compile_and_benchmark_a_subnet_on_the_phone(adb_lut, profile_yaml, tmp_path, capsys):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_deploy.backend.interface import TimingOptions
+from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.backends.adb import parse_benchmark_output
 from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
 from ofa_deploy.backends.benchmark_model_output import BenchmarkBinaryMissingError, BenchmarkFailedError

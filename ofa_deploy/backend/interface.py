@@ -1,156 +1,84 @@
-"""The backend plugin interface, the shared timing protocol, and backend discovery.
+"""The backend interface: one small contract, three kinds of targets.
 
-A backend turns a graph (one operator, or a whole sub-network) into something it can run on its
-target, and times it. Built-in backends and third-party ones are found through the entry-point
-group ``ofa_deploy.backends`` (``name = "package.module:Class"``); a missing runtime becomes one
-line naming the pip extra, never a traceback.
+Every backend declares who it is and what it needs (class attributes), answers :meth:`check`
+(is the target reachable, what is attached), measures operators and whole networks, and compiles
+and benchmarks artifacts. The three kinds differ in *how* they get a latency, and each has a base
+class that implements the common parts, so a new backend is one file:
 
-Timing protocol, shared by latency-table entries and end-to-end checks so the two are comparable
-on a noisy machine: a few warm-up runs, then ``rounds`` rounds of ``runs`` timed runs; a round's
-figure is its minimum (minima move far less than means when other processes share the CPU).
+* :class:`LocalRuntimeBackend` (onnxruntime, openvino, tflite, nvidia): a runtime in this
+  process. Implement ``runtime_info``, ``load`` (graph -> callable), ``compile`` and
+  ``load_artifact``; the base class warms up and times in rounds with the drift reference
+  (:mod:`ofa_deploy.backend.timing`).
+* :class:`RemoteDeviceBackend` (adb, TVM RPC): a device behind a connection. Implement ``open``
+  and ``close`` (the CLI always closes: on success, errors and Ctrl-C), ``encode`` (graph -> the
+  bytes the device runs) and ``measure_models`` (many models per round trip); the base class
+  batches operators, whole networks and artifacts through it.
+* :class:`AnalyticalBackend` (fpga): a cost model. Implement ``runtime_info`` and ``estimate``
+  (graph -> ms); results are :class:`~ofa_deploy.backend.timing.LatencyEstimate`, no timing
+  statistics, no reference, and the LUT records that its values are estimates.
 
-Machine speed also shifts in regimes of seconds (shared hosts, DVFS, thermal throttling: on this
-kind of machine the same network measured twice a few seconds apart differed by up to 16%). So
-each round also times a fixed *reference* operator right after the model, and the estimate is
-``median(round ratio model/reference) x reference baseline``, where the baseline is the
-reference's latency when the table was profiled. Both the table entries and every end-to-end
-measurement are expressed this way, in the table's time units, which took the repeatability of
-end-to-end measurements from 16% to under 2% here. The raw figure (median of round minima, no
-normalisation) and the reference's own latency are kept alongside, so drift is visible, not hidden.
+Backends are found through the entry-point group ``ofa_deploy.backends`` (see
+:mod:`ofa_deploy.backend.registry`). A backend module must import its runtime lazily (through
+:func:`require_module`), so listing backends never needs the runtimes, and a missing runtime is one
+line naming the pip extra. Writing one: docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import importlib
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from importlib import metadata as importlib_metadata
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ofa_deploy.deploy.graph.ir import GlobalAvgPool, Graph
+from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.settings import BackendSettings, parse_settings
+from ofa_deploy.backend.timing import LatencyEstimate, LatencyStats, Measurement, Reference, TimingOptions, time_runner
+from ofa_deploy.deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
 from ofa_deploy.space.ops import OpSpec
 
-ENTRY_POINT_GROUP = "ofa_deploy.backends"
-BUILTIN_BACKENDS = {
-    "onnxruntime": "ofa_deploy.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "ofa_deploy.backends.openvino:OpenVinoBackend",
-    "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
-    "adb": "ofa_deploy.backends.adb:AdbBackend",
-}
+
+class TargetKind(str, Enum):
+    LOCAL_RUNTIME = "timed local runtime"
+    REMOTE_DEVICE = "remote device"
+    ANALYTICAL = "analytical model"
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line flag a backend adds to every verb that reaches its target.
+
+    The flag fills the setting ``setting`` (and wins over the device profile's value)."""
+
+    flag: str  # e.g. "--serial"
+    setting: str  # the settings field it fills
+    help: str
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
 
 
 @dataclass
-class LatencyStats:
-    """Timings of one model, in milliseconds."""
+class BackendStatus:
+    """What ``ofa-deploy devices`` shows for one backend."""
 
-    count: int
-    mean: float
-    std: float
-    median: float
-    min: float
-    p90: float
-    p99: float
-    estimate: float  # reference-normalised when a reference was timed, else raw_estimate
-    raw_estimate: float  # median over rounds of the round minimum
-    round_spread: float  # (max - min) / min of the round minima: how noisy the rounds were
-    reference_ms: float | None = None  # the reference's own latency during this measurement
-
-    @classmethod
-    def from_rounds(
-        cls,
-        rounds: Sequence[Sequence[float]],
-        reference_minima: Sequence[float] | None = None,
-        reference_baseline_ms: float | None = None,
-    ) -> LatencyStats:
-        flat = np.asarray([t for r in rounds for t in r], dtype=np.float64)
-        if flat.size == 0:
-            raise ValueError("no timings")
-        minima = np.asarray([min(r) for r in rounds if len(r)])
-        raw = float(np.median(minima))
-        estimate, reference_ms = raw, None
-        if reference_minima is not None and reference_baseline_ms is not None:
-            ref = np.asarray(reference_minima, dtype=np.float64)
-            estimate = float(np.median(minima / ref) * reference_baseline_ms)
-            reference_ms = float(np.median(ref))
-        return cls(
-            count=int(flat.size),
-            mean=float(flat.mean()),
-            std=float(flat.std(ddof=1)) if flat.size > 1 else 0.0,
-            median=float(np.median(flat)),
-            min=float(flat.min()),
-            p90=float(np.percentile(flat, 90)),
-            p99=float(np.percentile(flat, 99)),
-            estimate=estimate,
-            raw_estimate=raw,
-            round_spread=float((minima.max() - minima.min()) / minima.min()) if minima.min() > 0 else 0.0,
-            reference_ms=reference_ms,
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass
-class TimingOptions:
-    threads: int = 1
-    warmup: int = 5
-    rounds: int = 10
-    runs: int = 10
-    instances: int = 1  # fresh model instances the rounds alternate between (memory layout varies per instance)
-
-    def __post_init__(self) -> None:
-        for name in ("threads", "rounds", "runs", "instances"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise BadInputError(f"timing option '{name}' must be a positive integer, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise BadInputError(f"timing option 'warmup' must be a non-negative integer, got {self.warmup!r}")
-
-
-@dataclass
-class Reference:
-    """The fixed operator timed beside every measurement, and its latency at profiling time."""
-
-    key: str
-    run: Callable[[], Any]
-    baseline_ms: float
-
-
-def _timed(run: Callable[[], Any], n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        run()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return times
-
-
-def time_runner(
-    run: Callable[[], Any] | Sequence[Callable[[], Any]], options: TimingOptions, reference: Reference | None = None
-) -> LatencyStats:
-    """Warm up, then time ``rounds`` x ``runs`` calls (each round followed by the reference).
-
-    ``run`` may be several instances of the same model; rounds then alternate between them, so one
-    instance's unlucky memory placement does not decide the figure.
-    """
-    runners = list(run) if isinstance(run, (list, tuple)) else [run]
-    for runner in runners:
-        for _ in range(options.warmup):
-            runner()
-    rounds, ref_minima = [], []
-    for i in range(options.rounds):
-        rounds.append(_timed(runners[i % len(runners)], options.runs))
-        if reference is not None:
-            ref_minima.append(min(_timed(reference.run, options.runs)))
-    if reference is None:
-        return LatencyStats.from_rounds(rounds)
-    return LatencyStats.from_rounds(rounds, ref_minima, reference.baseline_ms)
+    name: str
+    kind: str
+    description: str
+    available: bool
+    runtime: str = ""
+    runtime_version: str = ""
+    reason: str = ""  # why it is not available
+    extra: str = ""
+    targets: list[dict[str, Any]] = field(default_factory=list)  # attached devices (id, state, ...)
+    settings: dict[str, str] = field(default_factory=dict)  # setting -> help
+    flags: list[str] = field(default_factory=list)
+    artifact_kinds: list[str] = field(default_factory=list)
+    plugin: str = ""  # distribution that provides it, for third-party backends
 
 
 def overhead_graph() -> Graph:
@@ -162,108 +90,9 @@ def overhead_graph() -> Graph:
     return Graph("input", (1, 8, 1, 1), "pooled", (1, 8, 1, 1), [GlobalAvgPool("input", "pooled")])
 
 
-@dataclass
-class Artifact:
-    """A compiled model in a bundle directory: what a deployment needs to feed and read it."""
-
-    files: list[str]  # file names inside the bundle directory, the main model first
-    input_name: str
-    input_shape: list[int]
-    layout: str  # "NCHW" or "NHWC"
-    output_name: str
-    output_shape: list[int]
-
-    @property
-    def main(self) -> str:
-        return self.files[0]
-
-
-class Backend(ABC):
-    """One target. Subclasses set the class attributes and implement :meth:`runtime_info` and
-    :meth:`load` (and, to compile, :meth:`export` and :meth:`load_artifact`); everything else has a
-    working default."""
-
-    name: ClassVar[str]
-    extra: ClassVar[str]  # pip extra that installs the runtime
-    description: ClassVar[str]
-    artifact_suffix: ClassVar[str]
-    # Operators per measure() call while profiling (and per table save): 1 on the host; a remote
-    # target such as a phone measures many models per round trip.
-    batch_size: ClassVar[int] = 1
-    # Whether timings are taken on this machine (so its load matters; see ofa_deploy.backend.host.busy_warning).
-    times_on_host: ClassVar[bool] = True
-
-    def __init__(self, timing: TimingOptions | None = None, **settings: Any) -> None:
-        self.timing = timing or TimingOptions()
-        unknown = set(settings) - set(self.settings_schema())
-        if unknown:
-            raise BadInputError(
-                f"backend '{self.name}' has no setting(s) {sorted(unknown)}; known: {sorted(self.settings_schema())}"
-            )
-        self.settings = settings
-
-    @classmethod
-    def settings_schema(cls) -> dict[str, str]:
-        """Backend-specific settings a device profile may give (name -> description)."""
-        return {}
-
-    @abstractmethod
-    def runtime_info(self) -> dict[str, str]:
-        """``{"runtime": ..., "runtime_version": ...}``; raises RuntimeMissingError if not installed."""
-
-    @abstractmethod
-    def load(self, graph: Graph) -> Callable[[], Any]:
-        """Prepare ``graph`` on the target; return a callable that runs one inference."""
-
-    def check(self) -> dict[str, Any]:
-        """Is the target usable? Returns what it is; raises a TargetUnavailableError if not."""
-        return {**self.runtime_info(), "threads": self.timing.threads, "target": self.description}
-
-    def measure_graph(self, graph: Graph, reference: Reference | None = None) -> LatencyStats:
-        return time_runner([self.load(graph) for _ in range(self.timing.instances)], self.timing, reference)
-
-    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, LatencyStats]:
-        """Latency of each operator alone (one small model per operator)."""
-        from ofa_deploy.deploy.graph.ir import build_graph
-
-        return {op.key: self.measure_graph(build_graph([op]), reference) for op in ops}
-
-    def measure_overhead(self, reference: Reference | None = None) -> LatencyStats:
-        return self.measure_graph(overhead_graph(), reference)
-
-    # -------------------------------------------------------------- deployment artifacts
-    def export(self, graph: Graph, directory: Path) -> Artifact:
-        """Write the backend's artifact for ``graph`` (real weights) into ``directory``."""
-        raise OFADeployError(f"backend '{self.name}' cannot compile artifacts")
-
-    def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
-        """A function running the artifact on one input (in the artifact's layout)."""
-        raise OFADeployError(f"backend '{self.name}' cannot run artifacts")
-
-    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
-        """Time the artifact on the target with the same protocol as the latency table."""
-        x = np.random.default_rng(0).standard_normal(artifact.input_shape, dtype=np.float32)
-        runners = []
-        for _ in range(self.timing.instances):
-            run = self.load_artifact(directory, artifact)
-            runners.append(lambda run=run: run(x))
-        return time_runner(runners, self.timing, reference)
-
-    def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
-        """Load the reference operator; without a baseline, measure it now (at profiling time)."""
-        from ofa_deploy.deploy.graph.ir import build_graph
-
-        run = self.load(build_graph([OpSpec.from_key(key)]))
-        if baseline_ms is None:
-            many = TimingOptions(self.timing.threads, self.timing.warmup, max(self.timing.rounds, 9), self.timing.runs)
-            baseline_ms = time_runner(run, many).raw_estimate
-        return Reference(key, run, baseline_ms)
-
-
-def _missing_runtime(backend: str, extra: str, package: str) -> RuntimeMissingError:
-    return RuntimeMissingError(
-        f"backend '{backend}' needs the '{package}' package, which is not installed: pip install 'ofa-deploy[{extra}]'"
-    )
+def missing_runtime(backend: str, extra: str, package: str) -> RuntimeMissingError:
+    install = f"pip install 'ofa-deploy[{extra}]'" if extra else f"pip install {package}"
+    return RuntimeMissingError(f"backend '{backend}' needs the '{package}' package, which is not installed: {install}")
 
 
 def require_module(backend: str, extra: str, module: str, package: str | None = None):
@@ -271,34 +100,236 @@ def require_module(backend: str, extra: str, module: str, package: str | None = 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise _missing_runtime(backend, extra, package or module) from None
+        raise missing_runtime(backend, extra, package or module) from None
 
 
-def backend_registry() -> dict[str, str]:
-    """Backend name -> ``module:Class``: built-ins plus every installed plugin."""
-    registry = dict(BUILTIN_BACKENDS)
-    try:
-        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-            registry[ep.name] = ep.value
-    except Exception:  # a broken third-party distribution must not break the toolkit
-        pass
-    return registry
+class Backend(ABC):
+    """One target. Use a kind's base class below; this class holds what all kinds share.
+
+    Subclasses set the class attributes; ``Settings`` is a frozen dataclass deriving from
+    :class:`BackendSettings` (``self.settings`` is an instance, parsed and validated once).
+    Backends are context managers: ``with backend:`` closes connections on every path.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[TargetKind]
+    description: ClassVar[str]
+    extra: ClassVar[str] = ""  # pip extra that installs the runtime ("" = a core dependency)
+    artifact_kinds: ClassVar[tuple[str, ...]] = ()  # what compile() writes and benchmark() runs, main kind first
+    Settings: ClassVar[type[BackendSettings]] = BackendSettings
+    cli_options: ClassVar[tuple[CliOption, ...]] = ()
+    # Operators or networks per measure call while profiling and validating (and per table save).
+    batch_size: ClassVar[int] = 1
+    # Whether timings are taken on this machine (so its load matters; see ofa_deploy.backend.host.busy_warning).
+    times_on_host: ClassVar[bool] = True
+
+    def __init__(self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any):
+        self.timing = timing or TimingOptions()
+        self.settings = parse_settings(self.Settings, settings, settings_source or f"backend '{self.name}'")
+
+    # ------------------------------------------------------------------ identity and availability
+    @abstractmethod
+    def runtime_info(self) -> dict[str, str]:
+        """``{"runtime": ..., "runtime_version": ...}``; raises RuntimeMissingError if not installed."""
+
+    def check(self) -> dict[str, Any]:
+        """Is the target usable? Returns what it is (recorded in LUTs and manifests);
+        raises a TargetUnavailableError if not."""
+        return {**self.runtime_info(), "threads": self.timing.threads, "target": self.description}
+
+    @classmethod
+    def attached_targets(cls) -> list[dict[str, Any]]:
+        """Devices this backend can reach right now, without opening a session (for ``devices``)."""
+        return []
+
+    @classmethod
+    def status(cls) -> BackendStatus:
+        """Availability of the runtime and the attached targets; never raises for a missing runtime."""
+        status = BackendStatus(
+            name=cls.name,
+            kind=cls.kind.value,
+            description=cls.description,
+            available=False,
+            extra=cls.extra,
+            settings=cls.Settings.describe(),
+            flags=[o.flag for o in cls.cli_options],
+            artifact_kinds=list(cls.artifact_kinds),
+        )
+        try:
+            info = cls().runtime_info()
+        except OFADeployError as exc:
+            status.reason = str(exc)
+            return status
+        status.available = True
+        status.runtime, status.runtime_version = info["runtime"], info["runtime_version"]
+        try:
+            status.targets = cls.attached_targets()
+        except OFADeployError as exc:
+            status.reason = str(exc)
+        return status
+
+    # ------------------------------------------------------------------ measuring
+    @abstractmethod
+    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
+        """Latency of each operator alone (one small model per operator), by key."""
+
+    @abstractmethod
+    def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
+        """Latency of each whole network, in order (a remote target does many per round trip)."""
+
+    def measure_overhead(self, reference: Reference | None = None) -> Measurement:
+        """The fixed cost of one inference call (see :func:`overhead_graph`)."""
+        return self.measure_networks([overhead_graph()], reference)[0]
+
+    @abstractmethod
+    def reference(self, key: str, baseline_ms: float | None = None) -> Reference | None:
+        """Load the drift reference operator; without a baseline, measure it now (at profiling time).
+        None when the backend does not time (analytical models)."""
+
+    # ------------------------------------------------------------------ deployment artifacts
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
+        """Write the backend's artifact for ``graph`` (real weights) into ``directory``."""
+        raise OFADeployError(f"backend '{self.name}' cannot compile artifacts")
+
+    def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A function running the artifact on one input (in the artifact's layout), to check its
+        outputs against torch; None when the target cannot return outputs (the check is then skipped)."""
+        return None
+
+    @abstractmethod
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> Measurement:
+        """Latency of the compiled artifact on the target, with the same protocol as the latency table."""
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:  # noqa: B027 (optional hook: local runtimes and models hold nothing to release)
+        """Release the target (connections, device files). Safe to call more than once."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-def backend_class(name: str) -> type[Backend]:
-    registry = backend_registry()
-    if name not in registry:
-        raise BadInputError(f"unknown backend '{name}'; known backends: {', '.join(sorted(registry))}")
-    module_name, _, class_name = registry[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        cls = getattr(module, class_name)
-    except (ImportError, AttributeError) as exc:
-        raise OFADeployError(f"backend '{name}' could not be loaded from {registry[name]} ({exc})") from None
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise OFADeployError(f"backend '{name}' ({registry[name]}) is not an ofa_deploy.backend.interface.Backend")
-    return cls
+class LocalRuntimeBackend(Backend):
+    """A runtime in this process, timed on this machine (subclasses: ``load``, ``compile``, ``load_artifact``)."""
+
+    kind = TargetKind.LOCAL_RUNTIME
+
+    @abstractmethod
+    def load(self, graph: Graph) -> Callable[[], Any]:
+        """Prepare ``graph`` (random input); return a callable that runs one inference."""
+
+    def _time(self, graph: Graph, reference: Reference | None) -> LatencyStats:
+        return time_runner([self.load(graph) for _ in range(self.timing.instances)], self.timing, reference)
+
+    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
+        return {op.key: self._time(build_graph([op]), reference) for op in ops}
+
+    def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
+        return [self._time(graph, reference) for graph in graphs]
+
+    def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
+        run = self.load(build_graph([OpSpec.from_key(key)]))
+        if baseline_ms is None:
+            many = TimingOptions(self.timing.threads, self.timing.warmup, max(self.timing.rounds, 9), self.timing.runs)
+            baseline_ms = time_runner(run, many).raw_estimate
+        return Reference(key, run, baseline_ms)
+
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
+        x = np.random.default_rng(0).standard_normal(artifact.input_shape, dtype=np.float32)
+        runners = []
+        for _ in range(self.timing.instances):
+            run = self.load_artifact(directory, artifact)
+            if run is None:
+                raise OFADeployError(f"backend '{self.name}' cannot run its artifact")
+            runners.append(lambda run=run: run(x))
+        return time_runner(runners, self.timing, reference)
 
 
-def create_backend(name: str, timing: TimingOptions | None = None, **settings: Any) -> Backend:
-    return backend_class(name)(timing=timing, **settings)
+class RemoteDeviceBackend(Backend):
+    """A device behind a connection (subclasses: ``open``, ``close``, ``encode``, ``measure_models``).
+
+    ``open`` is called lazily by the subclass on first use or explicitly by ``check``; ``close``
+    must be idempotent. Every measurement goes through :meth:`measure_models` in chunks of
+    ``batch_size``, so operators, validation networks and artifacts all travel in batches.
+    """
+
+    kind = TargetKind.REMOTE_DEVICE
+    batch_size: ClassVar[int] = 32
+    times_on_host = False
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect to the device (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Clean up on the device and hang up (idempotent)."""
+
+    @abstractmethod
+    def encode(self, graph: Graph) -> bytes:
+        """The model file the device runs for ``graph`` (random weights are fine for timing)."""
+
+    @abstractmethod
+    def measure_models(
+        self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
+    ) -> list[LatencyStats]:
+        """Time each ``(label, model bytes)`` on the device in one round trip (``names``: file names to
+        use on the device, e.g. the artifact's own)."""
+
+    def _batched(
+        self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
+    ) -> list[LatencyStats]:
+        out: list[LatencyStats] = []
+        step = max(1, self.batch_size)
+        for start in range(0, len(models), step):
+            chunk_names = names[start : start + step] if names else None
+            out += self.measure_models(models[start : start + step], reference, chunk_names)
+        return out
+
+    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
+        models = [(op.key, self.encode(build_graph([op]))) for op in ops]
+        return dict(zip([op.key for op in ops], self._batched(models, reference)))
+
+    def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
+        labels = ["the sub-network"] if len(graphs) == 1 else [f"sub-network {i}" for i in range(len(graphs))]
+        return self._batched([(label, self.encode(g)) for label, g in zip(labels, graphs)], reference)
+
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
+        local = Path(directory) / artifact.main
+        if not local.is_file():
+            raise BadInputError(f"{local}: the artifact's model file is missing")
+        return self.measure_models([(str(local), local.read_bytes())], reference, names=[local.name])[0]
+
+
+class AnalyticalBackend(Backend):
+    """A cost model: estimates instead of timing (subclasses: ``runtime_info``, ``estimate``).
+
+    Nothing is loaded or timed, so there is no noise and no reference operator; ``model_name`` is
+    recorded with every estimate. ``estimate`` of any graph includes the invocation overhead, which
+    profiling takes out of each operator (the estimate of :func:`overhead_graph`) and adds back
+    once per network, exactly as for timed backends.
+    """
+
+    kind = TargetKind.ANALYTICAL
+    times_on_host = False
+    batch_size: ClassVar[int] = 256
+
+    @property
+    def model_name(self) -> str:
+        info = self.runtime_info()
+        return f"{info['runtime']} {info['runtime_version']}"
+
+    @abstractmethod
+    def estimate(self, graph: Graph) -> float:
+        """Latency of ``graph`` on the modelled target, in milliseconds."""
+
+    def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
+        return {op.key: LatencyEstimate(self.estimate(build_graph([op])), self.model_name) for op in ops}
+
+    def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
+        return [LatencyEstimate(self.estimate(graph), self.model_name) for graph in graphs]
+
+    def reference(self, key: str, baseline_ms: float | None = None) -> None:
+        return None

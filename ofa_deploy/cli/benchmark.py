@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.backend.interface import TimingOptions
-from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
-from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle
-from ofa_deploy.latency.table import load_lut
+from ofa_deploy.cli.common import add_backend_flags
+from ofa_deploy.cli.output import print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,22 +19,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int)
     p.add_argument("--runs", type=int)
     p.add_argument("--instances", type=int, default=None, help="model instances to alternate between (default 3)")
+    add_backend_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.backend.timing import TimingOptions
+    from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle
+    from ofa_deploy.latency.table import load_lut
+
     directory = Path(args.bundle)
     manifest = open_bundle(directory)
     if not args.backend and not args.device:
-        args.backend = manifest["backend"]["name"]
+        args.backend = manifest.backend_name
     device = resolve_profile(args)
-    timing = manifest["backend"].get("timing")
-    base = TimingOptions(**{**timing, "instances": 3}) if timing else TimingOptions(instances=3)
-    backend = make_backend(args, device, base)
+    timing = manifest.timing
+    base = TimingOptions(**{**timing.to_dict(), "instances": 3}) if timing else TimingOptions(instances=3)
     table = load_lut(args.lut) if args.lut else None
-    warn_if_busy(backend)
-    result, _ = benchmark_bundle(directory, backend, table, manifest)
+    with make_backend(args, device, base) as backend:
+        manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
+        warn_if_busy(backend)
+        result, _ = benchmark_bundle(directory, backend, table, manifest)
+    if not result["measured"]:
+        return _print_estimate(args, directory, backend, result)
     if args.json:
         print_json(result)
         return 0
@@ -68,4 +75,16 @@ def run(args: argparse.Namespace) -> int:
         else "robust figure = median of round minima"
     )
     print(f"\n{note}; appended to {directory / 'manifest.json'}")
+    return 0
+
+
+def _print_estimate(args: argparse.Namespace, directory: Path, backend, result: dict) -> int:
+    """An analytical backend's figure: an estimate, printed as one (no timing statistics exist)."""
+    if args.json:
+        print_json(result)
+        return 0
+    line = f"{directory} on {backend.name}: estimated {result['measured_ms']:.3f} ms by {result['estimated_by']}"
+    if result["predicted_ms"] is not None:
+        line += f" (LUT prediction {result['predicted_ms']:.3f} ms, {result['error_percent']:+.1f}%)"
+    print(line)
     return 0

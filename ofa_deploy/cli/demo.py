@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
-
-from ofa_deploy.cli.common import parse_resolutions
-from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.reports.demo import DemoOptions, run_demo
-from ofa_deploy.reports.markdown import write_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.common import parse_resolutions
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.reports.demo import DemoOptions, run_demo
+    from ofa_deploy.reports.markdown import write_report
+
     budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets else None
     opts = DemoOptions(
         out=Path(args.out),
@@ -42,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         generations=args.generations,
     )
+    # Keep every file the demo causes inside its output folder: ONNX Runtime writes a device id under
+    # $XDG_CACHE_HOME (else ~/.cache) when first imported, matplotlib caches fonts under ~ too.
+    cache = (opts.out / ".cache").resolve()
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
     started = time.time()
     result = run_demo(opts)
     report = write_report(result)

@@ -1,49 +1,36 @@
-"""``ofa-deploy devices``: device profiles and which backends can run here."""
+"""``ofa-deploy devices``: device profiles, and what every discovered backend can reach here."""
 
 from __future__ import annotations
 
 import argparse
-
-from ofa_deploy.backend.interface import backend_class, backend_registry
-from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
-from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.errors import OFADeployError
+from dataclasses import asdict
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("devices", help="list device profiles and the backends available here")
+    p = subparsers.add_parser("devices", help="list device profiles, backends and attached targets")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
 
 
-def backend_status() -> dict[str, dict]:
-    status = {}
-    for name in sorted(backend_registry()):
-        try:
-            cls = backend_class(name)
-            info = cls().runtime_info()
-            status[name] = {"available": True, **info, "target": cls.description, "extra": cls.extra}
-        except OFADeployError as exc:
-            status[name] = {"available": False, "reason": str(exc)}
-    return status
-
-
-def adb_devices() -> list[dict[str, str]]:
-    """Phones the local adb server sees (empty when none is running)."""
-    from ofa_deploy.backends.adb import list_adb_devices
-
-    return list_adb_devices()
-
-
 def run(args: argparse.Namespace) -> int:
-    backends = backend_status()
-    phones = adb_devices()
+    from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
+    from ofa_deploy.backend.registry import discover, loadable_backends
+    from ofa_deploy.cli.output import format_table, print_json
+
+    entries = discover()
+    statuses = {}
+    for name, cls in loadable_backends().items():
+        status = cls.status()
+        if not entries[name].builtin:
+            status.plugin = entries[name].distribution
+        statuses[name] = status
     profiles = []
     for name in builtin_profile_names():
         profile = load_profile(name)
-        profiles.append({**profile.to_dict(), "available": backends.get(profile.backend, {}).get("available", False)})
+        status = statuses.get(profile.backend)
+        profiles.append({**profile.to_dict(), "available": bool(status and status.available)})
     if args.json:
-        print_json({"profiles": profiles, "backends": backends, "adb_devices": phones})
+        print_json({"profiles": profiles, "backends": {name: asdict(s) for name, s in statuses.items()}})
         return 0
     print("Device profiles (use with --device NAME):")
     rows = [(p["name"], p["backend"], "yes" if p["available"] else "no", p["description"]) for p in profiles]
@@ -52,15 +39,21 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         (
             name,
-            "yes" if s["available"] else "no",
-            f"{s['runtime']} {s['runtime_version']}" if s["available"] else s["reason"],
+            s.kind,
+            "yes" if s.available else "no",
+            f"{s.runtime} {s.runtime_version}" if s.available else s.reason,
         )
-        for name, s in backends.items()
+        for name, s in statuses.items()
     ]
-    print(format_table(["backend", "ready", "runtime"], rows))
-    print("\nADB devices (use with settings.serial, backend adb):")
-    if phones:
-        print(format_table(["serial", "state"], [(p["serial"], p["state"]) for p in phones]))
-    else:
-        print("  none (no adb server running, or no phone connected)")
+    print(format_table(["backend", "kind", "ready", "runtime"], rows))
+    for name, s in statuses.items():
+        if s.kind != "remote device" or not s.available:
+            continue
+        flags = f" (use with {', '.join(s.flags)})" if s.flags else ""
+        print(f"\nTargets of '{name}'{flags}:")
+        if s.targets:
+            columns = sorted({k for t in s.targets for k in t}, key=lambda k: (k not in ("serial", "id"), k))
+            print(format_table(columns, [[t.get(c, "") for c in columns] for t in s.targets]))
+        else:
+            print(f"  none attached{': ' + s.reason if s.reason else ''}")
     return 0

@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.nn.extraction import extract_subnet
-from ofa_deploy.space.arch import load_arch_file, width_mult_from
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("extract", help="extract a sub-network (net.config + weights) from a supernet")
@@ -27,6 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.output import info, print_json
+    from ofa_deploy.nn.extraction import extract_subnet
+    from ofa_deploy.space.arch import load_arch_file, width_mult_from
+
     arch, data = load_arch_file(args.arch)
     width_mult = None
     if args.width_mult is not None or "width_mult" in data or args.random_weights:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.space.analytics import arch_stats
-from ofa_deploy.space.arch import load_arch_file, width_mult_from
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="FLOPs, parameters and peak memory of an arch")
@@ -18,6 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.space.analytics import arch_stats
+    from ofa_deploy.space.arch import load_arch_file, width_mult_from
+
     arch, data = load_arch_file(args.arch)
     width_mult = width_mult_from(data, args.width_mult, args.arch)
     stats = arch_stats(arch, width_mult)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -32,16 +33,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="Profile, predict, search, compile and ship Once-for-All sub-networks for your devices.",
     )
     parser.add_argument("--version", action="version", version=f"ofa-deploy {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages, and tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         verb.add_parser(subparsers)
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """Progress as plain lines; warnings and worse prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING and not message.startswith("warning:"):
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """The CLI's own stderr handler for the ``ofa_deploy`` loggers (the library only logs)."""
+    logger = logging.getLogger("ofa_deploy")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_ofa_deploy_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._ofa_deploy_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(_Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+log = logging.getLogger("ofa_deploy.cli")
 
 
 def print_json(document: Any) -> None:
@@ -34,5 +37,9 @@ def _numeric(text: str) -> bool:
 
 
 def info(message: str) -> None:
-    """Progress and notes go to stderr so stdout stays clean for ``--json``."""
-    print(message, file=sys.stderr)
+    """Progress and notes go to stderr (through logging: ``-q`` silences them) so stdout stays clean
+    for ``--json``. A message starting with ``warning:`` is logged as a warning."""
+    if message.startswith("warning: "):
+        log.warning(message)
+    else:
+        log.info(message)

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ofa_deploy.cli.output import format_table, print_json
-from ofa_deploy.errors import BadInputError
-from ofa_deploy.latency.table import load_lut
-from ofa_deploy.space.arch import load_arch_file
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
@@ -21,6 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.table import load_lut
+    from ofa_deploy.space.arch import load_arch_file
+
     table = load_lut(args.lut, args.width_mult)
     arch, data = load_arch_file(args.arch)
     if "width_mult" in data and args.width_mult is None and float(data["width_mult"]) != table.width_mult:

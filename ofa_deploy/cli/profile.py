@@ -8,8 +8,6 @@ from pathlib import Path
 
 from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile, warn_if_busy
 from ofa_deploy.cli.output import info, print_json
-from ofa_deploy.latency.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
-from ofa_deploy.space.arch import check_width_mult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +24,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_profile(args)
-    backend = make_backend(args, device)
+    with make_backend(args, device) as backend:
+        return _profile(args, device, backend)
+
+
+def _profile(args: argparse.Namespace, device, backend) -> int:
+    from ofa_deploy.latency.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
+    from ofa_deploy.space.arch import check_width_mult
+
     resolutions = (
         parse_resolutions(args.resolutions)
         if args.resolutions
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     info(
         f"profiling {len(plan.ops)} distinct operators ({len(resolutions)} resolution(s), w{width_mult}) "
         f"on {backend.name} [{metadata['runtime']} {metadata['runtime_version']}, {backend.timing.threads} thread(s)]"
+        + (" (estimates from an analytical model)" if metadata["measurement"] == "estimated" else "")
     )
     started = time.time()
     try:

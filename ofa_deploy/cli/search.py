@@ -7,22 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_deploy.cli.output import format_table, info, print_json
-from ofa_deploy.errors import BadInputError
-from ofa_deploy.latency.table import load_lut
-from ofa_deploy.reports.pareto import write_pareto
-from ofa_deploy.search.evolution import (
-    Objective,
-    common_resolutions,
-    evolutionary_search,
-    latency_constraint,
-    metric_constraint,
-    pareto_search,
-)
-from ofa_deploy.search.predictors import load_accuracy_predictor
-from ofa_deploy.space.analytics import arch_stats
-from ofa_deploy.space.arch import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="search the best sub-network under latency and other constraints")
@@ -64,6 +48,22 @@ def _unique_names(tables) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.output import format_table, info, print_json
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.table import load_lut
+    from ofa_deploy.reports.pareto import write_pareto
+    from ofa_deploy.search.evolution import (
+        Objective,
+        common_resolutions,
+        evolutionary_search,
+        latency_constraint,
+        metric_constraint,
+        pareto_search,
+    )
+    from ofa_deploy.search.predictors import load_accuracy_predictor
+    from ofa_deploy.space.analytics import arch_stats
+    from ofa_deploy.space.arch import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
+
     if len(args.lut) != len(args.latency_ms):
         raise BadInputError(f"give one --latency-ms per --lut ({len(args.lut)} --lut, {len(args.latency_ms)} limits)")
     for limit in args.latency_ms:

@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.output import print_json
-from ofa_deploy.errors import BadInputError
-from ofa_deploy.search.predictors import load_dataset, train_predictor
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-predictor", help="train an accuracy predictor from [arch, accuracy] data")
@@ -23,6 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.output import print_json
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.search.predictors import load_dataset, train_predictor
+
     try:
         hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
     except ValueError:

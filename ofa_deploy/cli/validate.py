@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.backend.interface import TimingOptions
-from ofa_deploy.cli.common import add_target_args, make_backend, resolve_profile, warn_if_busy
-from ofa_deploy.cli.output import format_table, info, print_json
-from ofa_deploy.errors import BadInputError
-from ofa_deploy.latency.table import load_lut
-from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.cli.common import add_target_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,17 +23,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.backend.timing import TimingOptions
+    from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.output import format_table, info, print_json
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.table import load_lut
+    from ofa_deploy.latency.validation import validate, write_outputs
+
     table = load_lut(args.lut, args.width_mult)
     lut_backend = table.metadata.get("backend")
     if args.backend is None and args.device is None and lut_backend:
         args.backend = lut_backend
     device = resolve_profile(args)
     timing = table.metadata.get("timing")
-    backend = make_backend(args, device, TimingOptions(**timing) if timing else None)
-    if lut_backend and lut_backend != backend.name:
-        raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
-    warn_if_busy(backend)
-    result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
+    base = TimingOptions.from_dict(timing, f"{args.lut}: metadata") if timing else None
+    with make_backend(args, device, base) as backend:
+        if lut_backend and lut_backend != backend.name:
+            raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
+        warn_if_busy(backend)
+        result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
     paths = write_outputs(result, Path(args.out))
     if not args.no_save:
         table.calibration = result.calibration

@@ -1,11 +1,12 @@
 """Deployment bundles: compile a sub-network for a backend, verify it, describe it, benchmark it.
 
 A bundle is a directory holding the backend's artifact (``model.onnx``, OpenVINO IR,
-``model.tflite``) and ``manifest.json``: the arch, its FLOPs/params, the predicted latency with the
-identity and calibration of the table it came from, the backend and runtime versions, input and
-output names, shapes, layout and preprocessing, the sha256 of every file, the verification of the
-artifact against torch, and every benchmark run appended. A bundle whose files do not match their
-checksums is refused.
+``model.tflite``, ...; its kind is declared by the backend and recorded) and ``manifest.json``
+(see :mod:`ofa_deploy.deploy.manifest`): the arch, its FLOPs/params, the predicted latency with
+the identity and calibration of the table it came from, the backend and runtime versions, input
+and output names, shapes, layout and preprocessing, the sha256 of every file, the verification of
+the artifact against torch, and every benchmark run appended. A bundle whose files do not match
+their checksums is refused.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import numpy as np
 import torch
 
 from ofa_deploy import __version__
-from ofa_deploy.backend.interface import Artifact, Backend, LatencyStats
+from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.interface import Backend
+from ofa_deploy.backend.timing import Measurement
 from ofa_deploy.deploy.graph.from_torch import torch_weights
 from ofa_deploy.deploy.graph.ir import build_graph
+from ofa_deploy.deploy.manifest import FORMAT, MANIFEST, Manifest, read_manifest
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.latency.profiling import load_reference
 from ofa_deploy.latency.table import LatencyTable, atomic_write_text
@@ -34,22 +38,7 @@ from ofa_deploy.space.analytics import arch_stats
 from ofa_deploy.space.arch import Arch
 from ofa_deploy.space.ops import arch_ops
 
-FORMAT = "ofa-deploy-bundle/1"
-MANIFEST = "manifest.json"
 VERIFY_TOLERANCE = 1e-4
-REQUIRED_FIELDS = (
-    "format",
-    "arch",
-    "width_mult",
-    "backend.name",
-    "artifact.files",
-    "artifact.input.name",
-    "artifact.input.shape",
-    "artifact.input.layout",
-    "artifact.output.name",
-    "artifact.output.shape",
-    "checksums",
-)
 
 
 def sha256(path: Path) -> str:
@@ -74,8 +63,11 @@ class CompileResult:
 
 
 def _verify(backend: Backend, directory: Path, artifact: Artifact, net: torch.nn.Module, r: int, n: int = 3) -> dict:
-    """Run the artifact and torch on the same random inputs; the largest logit difference."""
+    """Run the artifact and torch on the same random inputs; the largest logit difference
+    (skipped, and said so, when the backend cannot return outputs, e.g. a cost model)."""
     run = backend.load_artifact(directory, artifact)
+    if run is None:
+        return {"against": None, "passed": None, "skipped": f"backend '{backend.name}' does not return outputs"}
     rng = np.random.default_rng(0)
     worst = 0.0
     for _ in range(n):
@@ -127,7 +119,7 @@ def compile_bundle(
     except OSError as exc:
         raise BadInputError(f"{out}: cannot create the bundle directory ({exc.strerror})") from None
     graph = build_graph(arch_ops(arch, w), torch_weights(net))
-    artifact = backend.export(graph, out)
+    artifact = backend.compile(graph, out)
     (out / "arch.json").write_text(json.dumps({**arch.to_dict(), "width_mult": w}, indent=2) + "\n")
     files = [*artifact.files, "arch.json"]
     verification = _verify(backend, out, artifact, net, arch.r)
@@ -154,10 +146,18 @@ def compile_bundle(
         "weights": weights,
         "supernet": supernet,
         "bn_recalibration": calibrated,
-        "backend": {"name": backend.name, **runtime, "timing": vars(backend.timing), "settings": backend.settings},
+        "backend": {
+            "name": backend.name,
+            "kind": backend.kind.value,
+            **runtime,
+            "timing": backend.timing.to_dict(),
+            "settings": backend.settings.to_dict(),
+        },
         "artifact": {
+            "kind": artifact.kind,
             "files": files,
             "main": artifact.main,
+            "details": artifact.details,
             "input": {
                 "name": artifact.input_name,
                 "shape": artifact.input_shape,
@@ -174,7 +174,7 @@ def compile_bundle(
         "measurements": [],
     }
     write_manifest(out, manifest)
-    if not verification["passed"]:
+    if verification["passed"] is False:
         raise OFADeployError(
             f"{out}: the compiled artifact differs from torch by {verification['max_abs_diff']:.2e} "
             f"(> {VERIFY_TOLERANCE}); the bundle is kept for inspection but should not be shipped"
@@ -189,42 +189,10 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- read and check
 
 
-def _field(manifest: dict[str, Any], dotted: str) -> Any:
-    value: Any = manifest
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(dotted)
-        value = value[part]
-    return value
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not directory.is_dir():
-        raise BadInputError(f"{directory}: not a bundle directory")
-    if not path.is_file():
-        raise BadInputError(f"{path}: missing; is {directory} a bundle written by `ofa-deploy compile`?")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BadInputError(f"{path}: a manifest must be a JSON object")
-    for dotted in REQUIRED_FIELDS:
-        try:
-            _field(manifest, dotted)
-        except KeyError:
-            raise BadInputError(f"{path}: missing field '{dotted}'") from None
-    if manifest["format"] != FORMAT:
-        raise BadInputError(f"{path}: unknown bundle format {manifest['format']!r} (expected {FORMAT})")
-    return manifest
-
-
-def verify_checksums(directory: Path, manifest: dict[str, Any]) -> None:
+def verify_checksums(directory: Path, manifest: Manifest) -> None:
     """Refuse a bundle whose files were changed, removed, or are not listed."""
-    listed = manifest["checksums"]
-    for name in manifest["artifact"]["files"]:
+    listed = manifest.checksums
+    for name in manifest.files:
         if name not in listed:
             raise BadInputError(f"{directory}: '{name}' has no checksum in the manifest; refusing the bundle")
     for name, expected in listed.items():
@@ -238,23 +206,10 @@ def verify_checksums(directory: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def artifact_of(manifest: dict[str, Any]) -> Artifact:
-    a = manifest["artifact"]
-    model_files = [f for f in a["files"] if f != "arch.json"]
-    return Artifact(
-        model_files,
-        a["input"]["name"],
-        list(a["input"]["shape"]),
-        a["input"]["layout"],
-        a["output"]["name"],
-        list(a["output"]["shape"]),
-    )
-
-
 # ---------------------------------------------------------------------- benchmark
 
 
-def open_bundle(directory: Path) -> dict[str, Any]:
+def open_bundle(directory: Path) -> Manifest:
     """The manifest of a bundle whose files all match their checksums (else BadInputError)."""
     manifest = read_manifest(directory)
     verify_checksums(directory, manifest)
@@ -262,48 +217,33 @@ def open_bundle(directory: Path) -> dict[str, Any]:
 
 
 def benchmark_bundle(
-    directory: Path, backend: Backend, table: LatencyTable | None = None, manifest: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], LatencyStats]:
+    directory: Path, backend: Backend, table: LatencyTable | None = None, manifest: Manifest | None = None
+) -> tuple[dict[str, Any], Measurement]:
     """Time the bundle's artifact, compare with its prediction, append the result to the manifest.
     ``manifest``: one already returned by :func:`open_bundle` (else the bundle is opened here)."""
     manifest = manifest if manifest is not None else open_bundle(directory)
-    artifact = artifact_of(manifest)
-    if backend.artifact_suffix != Path(artifact.main).suffix:
-        raise BadInputError(
-            f"{directory}: the bundle was compiled for '{manifest['backend']['name']}' ({artifact.main}); "
-            f"backend '{backend.name}' cannot run it"
-        )
-    backend.check()
-    arch = Arch.from_dict(manifest["arch"], source=str(directory / MANIFEST))
-    predicted = manifest.get("predicted_latency")
-    reference_info = manifest.get("reference")
+    artifact = manifest.artifact
+    artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
+    runtime = backend.check()
+    predicted = manifest.predicted_latency
+    reference_info = manifest.reference
     if table is not None:
-        predicted = _prediction(table, arch, manifest["width_mult"])
+        predicted = _prediction(table, manifest.arch, manifest.width_mult)
         reference_info = table.metadata.get("reference")
     reference = load_reference(backend, reference_info)
     stats = backend.benchmark(directory, artifact, reference)
     result: dict[str, Any] = {
         "date": _now(),
         "backend": backend.name,
-        "runtime": backend.runtime_info(),
+        "runtime": {"runtime": runtime["runtime"], "runtime_version": runtime["runtime_version"]},
         "threads": backend.timing.threads,
-        "latency_ms": {
-            "mean": stats.mean,
-            "median": stats.median,
-            "p90": stats.p90,
-            "p99": stats.p99,
-            "std": stats.std,
-            "min": stats.min,
-            "count": stats.count,
-        },
-        "measured_ms": stats.estimate,
-        "measured_raw_ms": stats.raw_estimate,
+        **stats.summary(),
         "normalised_by_reference": reference is not None,
         "predicted_ms": None if predicted is None else predicted["ms"],
     }
     if predicted is not None:
         result["ratio_measured_to_predicted"] = stats.estimate / predicted["ms"]
         result["error_percent"] = 100.0 * (predicted["ms"] - stats.estimate) / stats.estimate
-    manifest.setdefault("measurements", []).append(result)
-    write_manifest(directory, manifest)
+    manifest.document.setdefault("measurements", []).append(result)
+    write_manifest(directory, manifest.document)
     return result, stats

@@ -9,14 +9,18 @@ Per-call overhead: every per-operator model pays the runtime's fixed cost of one
 a whole network pays it once. It is measured first, subtracted from every entry and added back
 once per prediction (``metadata.call_overhead_ms``).
 
-Drift: every measurement also times a fixed reference operator (see :mod:`ofa_deploy.backend.interface`);
+Drift: every measurement also times a fixed reference operator (see :mod:`ofa_deploy.backend.timing`);
 entries are normalised by it, its baseline is stored in ``metadata.reference``, and its raw
 latency every ``drift_every`` keys is kept in ``metadata.drift``. A change of more than 15% during
 profiling is reported rather than folded silently into the table.
+
+Analytical backends (cost models) go through the same loop: their values are estimates
+(``metadata.measurement == "estimated"``), with no reference operator and no drift record.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -24,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.backend.interface import Backend, LatencyStats, Reference
+from ofa_deploy.backend.interface import Backend, TargetKind
+from ofa_deploy.backend.timing import Reference
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.latency.table import LatencyTable, new_metadata
 from ofa_deploy.space.arch import check_resolutions
 from ofa_deploy.space.ops import OpSpec, resolution_ops
 
 DRIFT_WARNING = 0.15
+log = logging.getLogger(__name__)
 VALUE_FIELD = "estimate"
 
 
@@ -73,21 +79,6 @@ def table_reference(backend: Backend, table: LatencyTable) -> Reference | None:
     return load_reference(backend, table.metadata.get("reference"))
 
 
-def _record(stats: LatencyStats, overhead_ms: float) -> dict[str, float]:
-    """A table entry: official fields (count, mean, std) plus the robust estimate predictions use."""
-    return {
-        "count": stats.count,
-        "mean": max(stats.mean - overhead_ms, 0.0),
-        "std": stats.std,
-        "median": max(stats.median - overhead_ms, 0.0),
-        "min": max(stats.min - overhead_ms, 0.0),
-        VALUE_FIELD: max(stats.estimate - overhead_ms, 0.0),
-        "raw_estimate": max(stats.raw_estimate - overhead_ms, 0.0),
-        "reference_ms": stats.reference_ms,
-        "round_spread": stats.round_spread,
-    }
-
-
 def _compatible(existing: LatencyTable, metadata: dict[str, Any], path: Path) -> None:
     for field in ("backend", "width_mult", "threads", "device"):
         old, new = existing.metadata.get(field), metadata.get(field)
@@ -107,8 +98,9 @@ def profile_metadata(backend: Backend, device: str) -> dict[str, Any]:
         "runtime": runtime["runtime"],
         "runtime_version": runtime["runtime_version"],
         "threads": backend.timing.threads,
-        "timing": vars(backend.timing),
-        "settings": backend.settings,
+        "timing": backend.timing.to_dict(),
+        "settings": backend.settings.to_dict(),
+        "measurement": "estimated" if backend.kind is TargetKind.ANALYTICAL else "timed",
     }
 
 
@@ -124,7 +116,7 @@ def start_table(out: Path, metadata: dict[str, Any], resume: bool) -> LatencyTab
         table.metadata.update({k: v for k, v in metadata.items() if k not in ("date", "resolutions")})
         return table
     if resume:
-        print(f"note: {out} does not exist yet; starting a new table", file=sys.stderr)
+        log.info("note: %s does not exist yet; starting a new table", out)
     return LatencyTable(tables={}, metadata={**metadata, "value_field": VALUE_FIELD}, source=str(out))
 
 
@@ -144,11 +136,13 @@ def profile(
     table.metadata["resolutions"] = resolutions
     measured = {key: rec for t in table.tables.values() for key, rec in t.items()}
 
-    if "reference" in table.metadata:
+    if table.metadata.get("reference"):
         reference = table_reference(backend, table)
-    else:  # a new table: measure the reference's baseline now, once
+    else:  # a new table: measure the reference's baseline now, once (None: the backend does not time)
         reference = backend.reference(reference_key(plan.width_mult))
-        table.metadata["reference"] = {"key": reference.key, "baseline_ms": reference.baseline_ms}
+        table.metadata["reference"] = (
+            None if reference is None else {"key": reference.key, "baseline_ms": reference.baseline_ms}
+        )
     if "call_overhead_ms" not in table.metadata:
         table.metadata["call_overhead_ms"] = backend.measure_overhead(reference).estimate
     overhead = float(table.metadata["call_overhead_ms"])
@@ -173,7 +167,7 @@ def profile(
             for j, op in enumerate(chunk):
                 stats = results[op.key]
                 i = start + j
-                if i % drift_every == 0 or i == len(todo) - 1:
+                if reference is not None and (i % drift_every == 0 or i == len(todo) - 1):
                     drift.append(
                         {
                             "after_keys": len(measured) + i,
@@ -181,7 +175,7 @@ def profile(
                             "t": round(time.time() - started, 2),
                         }
                     )
-                place(op.key, _record(stats, overhead))
+                place(op.key, stats.table_record(overhead))
             table.save(out)
             bar.update(len(chunk))
     except OFADeployError as exc:

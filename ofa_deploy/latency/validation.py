@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,7 @@ class ValidationResult:
     report: dict[str, Any]
 
 
-def fit_calibration(
-    predicted: np.ndarray, measured: np.ndarray, smallest: float | None = None
-) -> tuple[float, float]:
+def fit_calibration(predicted: np.ndarray, measured: np.ndarray, smallest: float | None = None) -> tuple[float, float]:
     """``measured ≈ slope · predicted + intercept``, or a plain ratio when the line is unphysical.
 
     With few or noisy samples a least-squares line can fall as the table's sum grows, or go negative
@@ -82,11 +81,15 @@ def validate(
     measured, raw, spread = [], [], []
     from tqdm import tqdm
 
-    for arch in tqdm(archs, desc="validating", unit="net", disable=not progress or None):
-        stats = backend.measure_graph(build_graph(arch_ops(arch, w)), reference)
-        measured.append(stats.estimate)
-        raw.append(stats.raw_estimate)
-        spread.append(stats.std)
+    step = max(1, backend.batch_size)  # a remote device times a whole batch of networks per round trip
+    with tqdm(total=len(archs), desc="validating", unit="net", disable=not progress or None, file=sys.stderr) as bar:
+        for start in range(0, len(archs), step):
+            chunk = archs[start : start + step]
+            for stats in backend.measure_networks([build_graph(arch_ops(a, w)) for a in chunk], reference):
+                measured.append(stats.estimate)
+                raw.append(stats.raw_estimate)
+                spread.append(stats.std)
+            bar.update(len(chunk))
     measured_arr = np.asarray(measured)
     fit_mask = np.zeros(len(archs), dtype=bool)
     fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
@@ -155,13 +158,11 @@ def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
 
 
 def plot_scatter(result: ValidationResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # object API: no global backend or pyplot state
 
     held = ~result.fit_mask
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=False)
+    fig = Figure(figsize=(10, 4.6))
+    axes = fig.subplots(1, 2, sharex=False)
     for ax, (title, pred, metrics) in zip(
         axes,
         [
@@ -189,4 +190,3 @@ def plot_scatter(result: ValidationResult, path: Path) -> None:
     fig.suptitle(f"{result.report['backend']}: {result.report['samples']} sub-networks", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

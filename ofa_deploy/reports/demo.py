@@ -7,9 +7,10 @@ measured vs predicted for every bundle. Everything lands in one output folder.
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,11 @@ class DemoResult:
     bundles: list[dict[str, Any]] = field(default_factory=list)
 
 
+log = logging.getLogger(__name__)
+
+
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    log.info(message)
 
 
 def auto_budgets(table, resolutions) -> tuple[float, ...]:
@@ -64,16 +68,17 @@ def auto_budgets(table, resolutions) -> tuple[float, ...]:
 
 
 def run_demo(opts: DemoOptions) -> DemoResult:
+    """The whole pipeline; every backend it opens is closed on return, error or Ctrl-C."""
+    with ExitStack() as stack:
+        return _run_demo(opts, stack)
+
+
+def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     result = DemoResult(opts)
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
-    # Keep every file the demo causes inside its output folder: ONNX Runtime writes a device id under
-    # $XDG_CACHE_HOME (else ~/.cache) when first imported, matplotlib caches fonts under ~ too.
-    cache = (out / ".cache").resolve()
-    os.environ["XDG_CACHE_HOME"] = str(cache)
-    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
     device = load_profile(opts.device)
-    backend = device.create_backend(threads=opts.threads)
+    backend = stack.enter_context(device.create_backend(threads=opts.threads))
     w = check_width_mult(opts.width_mult)
     meta = profile_metadata(backend, device.name)
     result.facts.update(
@@ -102,7 +107,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     # 2. validate + calibrate
     started = time.time()
     _say(f"[2/5] validating the table on {opts.samples} sub-networks measured end to end")
-    e2e = device.create_backend(threads=backend.timing.threads, instances=2)
+    e2e = stack.enter_context(device.create_backend(threads=backend.timing.threads, instances=2))
     validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=sys.stderr.isatty())
     paths = write_outputs(validation, out / "validation")
     table.calibration = validation.calibration
@@ -170,7 +175,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
                 "params_m": bundle.manifest["params"] / 1e6,
                 "predicted_ms": measurement["predicted_ms"],
                 "measured_ms": measurement["measured_ms"],
-                "median_ms": measurement["latency_ms"]["median"],
+                "median_ms": (measurement["latency_ms"] or {}).get("median"),
                 "error_percent": measurement["error_percent"],
                 "max_abs_diff": bundle.manifest["verification"]["max_abs_diff"],
                 "path": str(bundle.directory.relative_to(out)),

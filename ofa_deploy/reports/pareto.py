@@ -30,12 +30,10 @@ def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
                     json.dumps(arch.to_dict(), separators=(",", ":")),
                 ]
             )
-    import matplotlib
+    from matplotlib.figure import Figure  # object API: no global backend or pyplot state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     cloud_lat, cloud_score = front.cloud
     if len(cloud_lat):
         keep = np.random.default_rng(0).permutation(len(cloud_lat))[:5000]
@@ -49,4 +47,3 @@ def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(directory / "pareto.png", dpi=110)
-    plt.close(fig)

@@ -1,0 +1,38 @@
+"""What a backend compiles a sub-network into, declared by kind (never guessed from a file suffix)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ofa_deploy.errors import BadInputError
+
+ONNX = "onnx"
+OPENVINO_IR = "openvino-ir"
+TFLITE = "tflite"
+COST_REPORT = "cost-report"
+
+
+@dataclass
+class Artifact:
+    """A compiled model in a bundle directory: its kind, its files, and how to feed and read it."""
+
+    kind: str  # one of the compiling backend's ``artifact_kinds``, e.g. "onnx", "tflite", "tvm-library"
+    files: list[str]  # file names inside the bundle directory, the main file first
+    input_name: str
+    input_shape: list[int]
+    layout: str  # "NCHW" or "NHWC"
+    output_name: str
+    output_shape: list[int]
+    details: dict[str, Any] = field(default_factory=dict)  # backend-specific facts (target triple, engine version)
+
+    @property
+    def main(self) -> str:
+        return self.files[0]
+
+    def check_kind(self, backend_name: str, accepted: tuple[str, ...], where: str) -> None:
+        if self.kind not in accepted:
+            raise BadInputError(
+                f"{where}: the bundle holds a '{self.kind}' artifact; backend '{backend_name}' cannot run it "
+                f"(it runs {', '.join(repr(k) for k in accepted) or 'no artifacts'}): compile the sub-network for it"
+            )

@@ -1,0 +1,118 @@
+"""Backend discovery: the built-in backends plus every plugin in the entry-point group.
+
+A third-party package adds a backend with, in its ``pyproject.toml``::
+
+    [project.entry-points."ofa_deploy.backends"]
+    mybackend = "my_package.module:MyBackend"
+
+A plugin whose name is already taken (by a built-in or an earlier plugin) is refused with one
+warning line naming both packages; the first owner keeps the name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from ofa_deploy.backend.interface import Backend
+from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.errors import BadInputError, OFADeployError
+
+ENTRY_POINT_GROUP = "ofa_deploy.backends"
+TOOLKIT_DISTRIBUTION = "ofa-deploy"
+BUILTIN_BACKENDS = {
+    "onnxruntime": "ofa_deploy.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "ofa_deploy.backends.openvino:OpenVinoBackend",
+    "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
+    "adb": "ofa_deploy.backends.adb:AdbBackend",
+}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    target: str  # "module:Class"
+    distribution: str  # the package that provides it
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == TOOLKIT_DISTRIBUTION
+
+
+def _distribution(ep: importlib_metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
+
+
+@cache
+def discover() -> dict[str, BackendEntry]:
+    """Backend name -> where it comes from: built-ins first, then plugins (clashes refused)."""
+    entries = {name: BackendEntry(name, target, TOOLKIT_DISTRIBUTION) for name, target in BUILTIN_BACKENDS.items()}
+    try:
+        plugins = sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    except Exception as exc:  # a broken third-party distribution must not break the toolkit
+        log.warning(
+            "could not read the %s entry points (%s); only built-in backends are available", ENTRY_POINT_GROUP, exc
+        )
+        return entries
+    for ep in plugins:
+        provider = _distribution(ep)
+        if ep.name in entries:
+            if entries[ep.name].target == ep.value:
+                continue  # the same class registered twice (e.g. the toolkit's own metadata): not a clash
+            log.warning(
+                "backend plugin '%s' from %s is refused: the name is already taken by %s (%s); rename the plugin's "
+                "entry point",
+                ep.name,
+                provider,
+                "the built-in backend of ofa-deploy" if entries[ep.name].builtin else entries[ep.name].distribution,
+                entries[ep.name].target,
+            )
+            continue
+        entries[ep.name] = BackendEntry(ep.name, ep.value, provider)
+    return entries
+
+
+def backend_names() -> list[str]:
+    return sorted(discover())
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name``; unknown names are exit 2, a broken plugin exit 1, both one line."""
+    entries = discover()
+    if name not in entries:
+        raise BadInputError(f"unknown backend '{name}'; known backends: {', '.join(sorted(entries))}")
+    entry = entries[name]
+    module_name, _, class_name = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise OFADeployError(
+            f"backend '{name}' could not be loaded from {entry.target} ({entry.distribution}): {exc}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise OFADeployError(f"backend '{name}' ({entry.target}) is not an ofa_deploy Backend subclass")
+    if getattr(cls, "name", None) != name:
+        raise OFADeployError(f"backend '{name}' ({entry.target}) declares the name {getattr(cls, 'name', None)!r}")
+    return cls
+
+
+def loadable_backends() -> dict[str, type[Backend]]:
+    """Every backend whose module imports (a broken plugin is reported once and skipped)."""
+    out = {}
+    for name in backend_names():
+        try:
+            out[name] = backend_class(name)
+        except OFADeployError as exc:
+            log.warning("%s", exc)
+    return out
+
+
+def create_backend(name: str, timing: TimingOptions | None = None, **settings: Any) -> Backend:
+    return backend_class(name)(timing=timing, **settings)

@@ -1,0 +1,108 @@
+"""The bundle manifest (``manifest.json``), read once into typed fields with checks that name the field.
+
+The document is kept whole (``document``): fields this version does not interpret are preserved
+when a benchmark result is appended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.space.arch import Arch, check_width_mult
+
+FORMAT = "ofa-deploy-bundle/2"
+MANIFEST = "manifest.json"
+
+
+def _get(document: dict[str, Any], dotted: str, kind: type | tuple[type, ...], path: Path, optional: bool = False):
+    value: Any = document
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            if optional:
+                return None
+            raise BadInputError(f"{path}: missing field '{dotted}'")
+        value = value[part]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadInputError(f"{path}: field '{dotted}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+@dataclass
+class Manifest:
+    path: Path
+    document: dict[str, Any]
+    arch: Arch
+    width_mult: float
+    backend_name: str
+    timing: TimingOptions | None
+    artifact: Artifact
+    checksums: dict[str, str]
+    predicted_latency: dict[str, Any] | None
+    reference: dict[str, Any] | None
+
+    @classmethod
+    def parse(cls, document: Any, path: Path) -> Manifest:
+        if not isinstance(document, dict):
+            raise BadInputError(f"{path}: a manifest must be a JSON object")
+        fmt = _get(document, "format", str, path)
+        if fmt != FORMAT:
+            hint = (
+                " (written by an older ofa-deploy: compile the bundle again)" if fmt.startswith("ofa-deploy-") else ""
+            )
+            raise BadInputError(f"{path}: unknown bundle format {fmt!r}, expected {FORMAT}{hint}")
+        arch = Arch.from_dict(_get(document, "arch", dict, path), source=f"{path}: field 'arch'")
+        width_mult = check_width_mult(_get(document, "width_mult", (int, float), path), f"{path}: field 'width_mult'")
+        files = _get(document, "artifact.files", list, path)
+        if not files or not all(isinstance(f, str) for f in files):
+            raise BadInputError(f"{path}: field 'artifact.files' must be a non-empty list of file names")
+        checksums = _get(document, "checksums", dict, path)
+        model_files = [f for f in files if f != "arch.json"]
+        artifact = Artifact(
+            kind=_get(document, "artifact.kind", str, path),
+            files=model_files,
+            input_name=_get(document, "artifact.input.name", str, path),
+            input_shape=list(_get(document, "artifact.input.shape", list, path)),
+            layout=_get(document, "artifact.input.layout", str, path),
+            output_name=_get(document, "artifact.output.name", str, path),
+            output_shape=list(_get(document, "artifact.output.shape", list, path)),
+            details=_get(document, "artifact.details", dict, path, optional=True) or {},
+        )
+        timing = _get(document, "backend.timing", dict, path, optional=True)
+        return cls(
+            path=path,
+            document=document,
+            arch=arch,
+            width_mult=width_mult,
+            backend_name=_get(document, "backend.name", str, path),
+            timing=TimingOptions.from_dict(timing, f"{path}: backend") if timing is not None else None,
+            artifact=artifact,
+            checksums=checksums,
+            predicted_latency=_get(document, "predicted_latency", dict, path, optional=True),
+            reference=_get(document, "reference", dict, path, optional=True),
+        )
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.document["artifact"]["files"])
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise BadInputError(f"{directory}: not a bundle directory")
+    if not path.is_file():
+        raise BadInputError(f"{path}: missing; is {directory} a bundle written by `ofa-deploy compile`?")
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable manifest ({exc})") from None
+    return Manifest.parse(document, path)
