@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ofa_deploy.backend.registry import backend_names
 from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
+from ofa_deploy.backend.registry import backend_names
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError
 

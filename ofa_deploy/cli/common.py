@@ -77,9 +77,7 @@ def flag_settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             continue
         mine = [option for name, option in owners if name == backend]
         if not mine:
-            raise BadInputError(
-                f"{flag} is an option of backend {', '.join(n for n, _ in owners)}, not of '{backend}'"
-            )
+            raise BadInputError(f"{flag} is an option of backend {', '.join(n for n, _ in owners)}, not of '{backend}'")
         given[mine[0].setting] = value
     return given
 
