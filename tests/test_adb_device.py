@@ -140,7 +140,7 @@ def test_profile_survives_a_lost_phone_and_resumes(adb_lut):
     assert 0 < len(kept) < len(expected)  # the batches measured before the drop were saved
     table = load_lut(out)
     assert set(table.tables[160]) == expected
-    assert table.metadata["backend"] == "adb" and table.metadata["reference"]["key"] == reference_key(1.0)
+    assert table.metadata.backend == "adb" and table.metadata.reference.key == reference_key(1.0)
     assert all(rec["estimate"] >= 0 and rec["count"] == 6 for rec in table.tables[160].values())
 
 

@@ -60,7 +60,7 @@ def test_missing_key_names_key_and_command(reference_dir):
 
 
 def test_toolkit_file_round_trip(tmp_path, note10):
-    note10.metadata.update({"device": "note10", "backend": "adb"})
+    note10.metadata.device, note10.metadata.backend = "note10", "adb"
     note10.calibration = Calibration(1.1, -0.5, fitted_on=10)
     path = tmp_path / "note10.json"
     note10.save(path)

@@ -46,8 +46,8 @@ def _profile(args: argparse.Namespace, device, backend) -> int:
     out = Path(args.out)
     info(
         f"profiling {len(plan.ops)} distinct operators ({len(resolutions)} resolution(s), w{width_mult}) "
-        f"on {backend.name} [{metadata['runtime']} {metadata['runtime_version']}, {backend.timing.threads} thread(s)]"
-        + (" (estimates from an analytical model)" if metadata["measurement"] == "estimated" else "")
+        f"on {backend.name} [{metadata.runtime} {metadata.runtime_version}, {backend.timing.threads} thread(s)]"
+        + (" (estimates from an analytical model)" if metadata.estimated else "")
     )
     started = time.time()
     try:

@@ -23,21 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa_deploy.backend.timing import TimingOptions
     from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.metadata import CONVERTED
     from ofa_deploy.latency.table import load_lut
     from ofa_deploy.latency.validation import validate, write_outputs
 
     table = load_lut(args.lut, args.width_mult)
-    lut_backend = table.metadata.get("backend")
+    lut_backend = table.metadata.backend
     if args.backend is None and args.device is None and lut_backend:
         args.backend = lut_backend
     device = resolve_profile(args)
-    timing = table.metadata.get("timing")
-    base = TimingOptions.from_dict(timing, f"{args.lut}: metadata") if timing else None
-    with make_backend(args, device, base) as backend:
+    with make_backend(args, device, table.metadata.timing) as backend:
         if lut_backend and lut_backend != backend.name:
             raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
         warn_if_busy(backend)
@@ -46,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_save:
         table.calibration = result.calibration
         target = Path(args.lut)
-        if table.metadata.get("format") == "official":
+        if table.metadata.is_official:
             target = Path(args.out) / "lut.json"
-            table.metadata.update(format="converted", converted_from=str(args.lut))
+            table.metadata.format, table.metadata.converted_from = CONVERTED, str(args.lut)
             info(f"{args.lut} is an official table; the calibrated copy is {target}")
         table.save(target)
     if args.json:

@@ -128,7 +128,7 @@ def compile_bundle(
     reference = None
     if table is not None:
         predicted = _prediction(table, arch, w)
-        reference = table.metadata.get("reference")
+        reference = table.metadata.reference.to_dict() if table.metadata.reference else None
     supernet = None
     if supernet_path is not None:
         supernet = {"path": str(supernet_path), "sha256": sha256(Path(supernet_path))}
@@ -229,7 +229,7 @@ def benchmark_bundle(
     reference_info = manifest.reference
     if table is not None:
         predicted = _prediction(table, manifest.arch, manifest.width_mult)
-        reference_info = table.metadata.get("reference")
+        reference_info = table.metadata.reference
     reference = load_reference(backend, reference_info)
     stats = backend.benchmark(directory, artifact, reference)
     result: dict[str, Any] = {

@@ -14,6 +14,7 @@ from typing import Any
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.latency.metadata import ReferenceInfo
 from ofa_deploy.space.arch import Arch, check_width_mult
 
 FORMAT = "ofa-deploy-bundle/2"
@@ -46,7 +47,7 @@ class Manifest:
     artifact: Artifact
     checksums: dict[str, str]
     predicted_latency: dict[str, Any] | None
-    reference: dict[str, Any] | None
+    reference: ReferenceInfo | None
 
     @classmethod
     def parse(cls, document: Any, path: Path) -> Manifest:
@@ -76,6 +77,12 @@ class Manifest:
             details=_get(document, "artifact.details", dict, path, optional=True) or {},
         )
         timing = _get(document, "backend.timing", dict, path, optional=True)
+        reference = None
+        if _get(document, "reference", dict, path, optional=True) is not None:
+            reference = ReferenceInfo(
+                _get(document, "reference.key", str, path),
+                float(_get(document, "reference.baseline_ms", (int, float), path)),
+            )
         return cls(
             path=path,
             document=document,
@@ -86,7 +93,7 @@ class Manifest:
             artifact=artifact,
             checksums=checksums,
             predicted_latency=_get(document, "predicted_latency", dict, path, optional=True),
-            reference=_get(document, "reference", dict, path, optional=True),
+            reference=reference,
         )
 
     @property

@@ -20,18 +20,19 @@ Analytical backends (cost models) go through the same loop: their values are est
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ofa_deploy.backend.interface import Backend, TargetKind
 from ofa_deploy.backend.timing import Reference
 from ofa_deploy.errors import BadInputError, OFADeployError
-from ofa_deploy.latency.table import LatencyTable, new_metadata
+from ofa_deploy.latency.metadata import ESTIMATED, TIMED, DriftPoint, ReferenceInfo, TableMetadata
+from ofa_deploy.latency.table import LatencyTable
 from ofa_deploy.space.arch import check_resolutions
 from ofa_deploy.space.ops import OpSpec, resolution_ops
 
@@ -66,22 +67,21 @@ def reference_key(width_mult: float) -> str:
     return resolution_ops(160, width_mult)[30].key
 
 
-def load_reference(backend: Backend, info: dict[str, Any] | None) -> Reference | None:
-    """A stored ``{"key", "baseline_ms"}`` reference loaded on ``backend`` (None when there is none:
-    measurements are then raw)."""
-    if not info:
+def load_reference(backend: Backend, info: ReferenceInfo | None) -> Reference | None:
+    """A stored reference loaded on ``backend`` (None when there is none: measurements are then raw)."""
+    if info is None:
         return None
-    return backend.reference(info["key"], float(info["baseline_ms"]))
+    return backend.reference(info.key, info.baseline_ms)
 
 
 def table_reference(backend: Backend, table: LatencyTable) -> Reference | None:
     """The table's reference operator with its stored baseline (official tables have none)."""
-    return load_reference(backend, table.metadata.get("reference"))
+    return load_reference(backend, table.metadata.reference)
 
 
-def _compatible(existing: LatencyTable, metadata: dict[str, Any], path: Path) -> None:
-    for field in ("backend", "width_mult", "threads", "device"):
-        old, new = existing.metadata.get(field), metadata.get(field)
+def _compatible(existing: LatencyTable, metadata: TableMetadata, path: Path) -> None:
+    for field in ("backend", "width_mult", "threads", "device", "measurement"):
+        old, new = getattr(existing.metadata, field), getattr(metadata, field)
         if old is not None and new is not None and old != new:
             raise BadInputError(
                 f"{path}: cannot resume: the table was measured with {field}={old!r}, this run has {new!r} "
@@ -89,64 +89,64 @@ def _compatible(existing: LatencyTable, metadata: dict[str, Any], path: Path) ->
             )
 
 
-def profile_metadata(backend: Backend, device: str) -> dict[str, Any]:
+def profile_metadata(backend: Backend, device: str) -> TableMetadata:
     """Check the target and describe the measurement: what a table records about where it came from."""
     runtime = backend.check()
-    return {
-        "device": device,
-        "backend": backend.name,
-        "runtime": runtime["runtime"],
-        "runtime_version": runtime["runtime_version"],
-        "threads": backend.timing.threads,
-        "timing": backend.timing.to_dict(),
-        "settings": backend.settings.to_dict(),
-        "measurement": "estimated" if backend.kind is TargetKind.ANALYTICAL else "timed",
-    }
+    return TableMetadata.new(
+        device=device,
+        backend=backend.name,
+        runtime=runtime["runtime"],
+        runtime_version=runtime["runtime_version"],
+        threads=backend.timing.threads,
+        timing=backend.timing,
+        settings=backend.settings.to_dict(),
+        measurement=ESTIMATED if backend.kind is TargetKind.ANALYTICAL else TIMED,
+        value_field=VALUE_FIELD,
+    )
 
 
-def start_table(out: Path, metadata: dict[str, Any], resume: bool) -> LatencyTable:
+def start_table(out: Path, metadata: TableMetadata, resume: bool) -> LatencyTable:
     """A new table, or the one at ``out`` to continue (``--resume``); never overwrite measurements."""
     if out.exists():
         if not resume:
             raise BadInputError(f"{out} already exists; pass --resume to continue it, or choose another --out")
         table = LatencyTable.load(out)
-        if table.metadata.get("format") == "official":
+        if table.metadata.is_official:
             raise BadInputError(f"{out}: cannot resume into an official YAML table; give a new --out")
         _compatible(table, metadata, out)
-        table.metadata.update({k: v for k, v in metadata.items() if k not in ("date", "resolutions")})
+        for name in ("device", "backend", "runtime", "runtime_version", "threads", "timing", "settings", "width_mult"):
+            setattr(table.metadata, name, getattr(metadata, name))
         return table
     if resume:
         log.info("note: %s does not exist yet; starting a new table", out)
-    return LatencyTable(tables={}, metadata={**metadata, "value_field": VALUE_FIELD}, source=str(out))
+    return LatencyTable(tables={}, metadata=metadata, source=str(out))
 
 
 def profile(
     backend: Backend,
     plan: ProfilePlan,
     out: Path,
-    metadata: dict[str, Any],
+    metadata: TableMetadata,
     resume: bool = False,
     drift_every: int = 25,
     progress: bool = True,
 ) -> LatencyTable:
     """Measure every key of ``plan`` not yet in the table at ``out``; returns the table.
     ``metadata`` comes from :func:`profile_metadata` (which has checked the target)."""
-    table = start_table(out, {**new_metadata(), **metadata, "width_mult": plan.width_mult}, resume)
-    resolutions = sorted(set(table.metadata.get("resolutions", [])) | set(plan.resolutions))
-    table.metadata["resolutions"] = resolutions
+    table = start_table(out, dataclasses.replace(metadata, width_mult=plan.width_mult), resume)
+    table.metadata.resolutions = sorted(set(table.metadata.resolutions) | set(plan.resolutions))
     measured = {key: rec for t in table.tables.values() for key, rec in t.items()}
 
-    if table.metadata.get("reference"):
+    if table.metadata.reference is not None:
         reference = table_reference(backend, table)
     else:  # a new table: measure the reference's baseline now, once (None: the backend does not time)
         reference = backend.reference(reference_key(plan.width_mult))
-        table.metadata["reference"] = (
-            None if reference is None else {"key": reference.key, "baseline_ms": reference.baseline_ms}
-        )
-    if "call_overhead_ms" not in table.metadata:
-        table.metadata["call_overhead_ms"] = backend.measure_overhead(reference).estimate
-    overhead = float(table.metadata["call_overhead_ms"])
-    drift = table.metadata.setdefault("drift", [])
+        if reference is not None:
+            table.metadata.reference = ReferenceInfo(reference.key, reference.baseline_ms)
+    if table.metadata.call_overhead_ms is None:
+        table.metadata.call_overhead_ms = backend.measure_overhead(reference).estimate
+    overhead = table.metadata.call_overhead_ms
+    drift = table.metadata.drift
 
     def place(key: str, record: dict[str, float]) -> None:
         for r, keys in plan.keys_by_resolution.items():
@@ -168,13 +168,7 @@ def profile(
                 stats = results[op.key]
                 i = start + j
                 if reference is not None and (i % drift_every == 0 or i == len(todo) - 1):
-                    drift.append(
-                        {
-                            "after_keys": len(measured) + i,
-                            "ms": stats.reference_ms,
-                            "t": round(time.time() - started, 2),
-                        }
-                    )
+                    drift.append(DriftPoint(len(measured) + i, stats.reference_ms, round(time.time() - started, 2)))
                 place(op.key, stats.table_record(overhead))
             table.save(out)
             bar.update(len(chunk))
@@ -188,7 +182,7 @@ def profile(
 
 def drift_ratio(table: LatencyTable) -> float:
     """max/min of the reference operator's raw timings during profiling (1.0 = no drift)."""
-    values = [d["ms"] for d in table.metadata.get("drift", []) if d.get("ms")]
+    values = [d.ms for d in table.metadata.drift if d.ms]
     return max(values) / min(values) if len(values) > 1 else 1.0
 
 

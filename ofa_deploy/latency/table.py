@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ofa_deploy import __version__
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.latency.metadata import OFFICIAL, TableMetadata
 from ofa_deploy.space.arch import (
     EXPAND_RATIOS,
     KERNEL_SIZES,
@@ -90,15 +90,15 @@ class LatencyTable:
     """Resolution -> key -> latency record (ms). ``value_field`` names the record field predictions sum."""
 
     tables: dict[int, dict[str, dict[str, float]]]
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: TableMetadata = field(default_factory=TableMetadata)
     calibration: Calibration | None = None
     source: str = ""
 
     # ------------------------------------------------------------------ identity
     @property
     def width_mult(self) -> float:
-        if "width_mult" in self.metadata:
-            return check_width_mult(self.metadata["width_mult"], self.source or "latency table")
+        if self.metadata.width_mult is not None:
+            return check_width_mult(self.metadata.width_mult, self.source or "latency table")
         for key in (k for table in self.tables.values() for k in table):
             if key.startswith(FIRST_CONV + "-"):
                 channels = int(key.rsplit("x", 1)[1])
@@ -112,12 +112,12 @@ class LatencyTable:
 
     @property
     def value_field(self) -> str:
-        return str(self.metadata.get("value_field", "mean"))
+        return self.metadata.value_field
 
     @property
     def call_overhead_ms(self) -> float:
         """Per-inference overhead measured once and subtracted from every entry (added back once)."""
-        return float(self.metadata.get("call_overhead_ms", 0.0))
+        return self.metadata.call_overhead_ms or 0.0
 
     @property
     def resolutions(self) -> list[int]:
@@ -128,7 +128,7 @@ class LatencyTable:
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("device") or Path(self.source).stem or "lut")
+        return str(self.metadata.device or Path(self.source).stem or "lut")
 
     def value(self, r: int, key: str) -> float:
         return float(self.tables[r][key][self.value_field])
@@ -139,7 +139,8 @@ class LatencyTable:
     def identity(self) -> dict[str, Any]:
         """What a manifest records about the table a prediction came from."""
         keys = ("device", "backend", "runtime", "runtime_version", "threads", "date", "toolkit_version")
-        out = {k: self.metadata[k] for k in keys if k in self.metadata}
+        out = {k: getattr(self.metadata, k) for k in keys if getattr(self.metadata, k) is not None}
+        out["measurement"] = self.metadata.measurement
         out["source"] = self.source
         out["width_mult"] = self.width_mult
         out["calibration"] = None if self.calibration is None else self.calibration.to_dict()
@@ -177,9 +178,9 @@ class LatencyTable:
     def _missing(self, key: str, r: int) -> MissingKeyError:
         where = self.source or "latency table"
         hint = (
-            f"ofa-deploy profile --backend {self.metadata['backend']} --resolutions {r} "
+            f"ofa-deploy profile --backend {self.metadata.backend} --resolutions {r} "
             f"--width-mult {self.width_mult} --out {self.source or 'LUT'} --resume"
-            if self.metadata.get("backend")
+            if self.metadata.backend
             else f"ofa-deploy profile --backend NAME --resolutions {r} --width-mult {self.width_mult} --out LUT"
         )
         return MissingKeyError(f"{where}: no entry for '{key}' (resolution {r}); measure it with: {hint}")
@@ -216,12 +217,14 @@ class LatencyTable:
         for r_text, table in entries.items():
             if not str(r_text).isdigit() or not isinstance(table, dict):
                 raise BadInputError(f"{path}: 'entries' must map resolutions to tables, found {r_text!r}")
-            _check_entries(table, path, data.get("metadata", {}).get("value_field", "mean"))
             tables[int(r_text)] = table
+        metadata = TableMetadata.from_dict(data.get("metadata", {}), str(path))
+        for table in tables.values():
+            _check_entries(table, path, metadata.value_field)
         cal = data.get("calibration")
         return cls(
             tables=tables,
-            metadata=dict(data.get("metadata", {})),
+            metadata=metadata,
             calibration=Calibration.from_dict(cal) if cal else None,
             source=str(path),
         )
@@ -243,7 +246,7 @@ class LatencyTable:
         named = OFFICIAL_FILE.match(path.name)
         if named and int(named.group(1)) != r:
             raise BadInputError(f"{path}: file name says resolution {named.group(1)} but its first conv is {r}x{r}")
-        return cls(tables={r: entries}, metadata={"format": "official"}, source=str(path))
+        return cls(tables={r: entries}, metadata=TableMetadata(format=OFFICIAL), source=str(path))
 
     @classmethod
     def _load_official_dir(cls, path: Path) -> LatencyTable:
@@ -257,12 +260,12 @@ class LatencyTable:
             except (OSError, UnicodeDecodeError) as exc:
                 raise BadInputError(f"{f}: cannot read latency table ({exc})") from None
             tables.update(cls._from_official_text(text, f).tables)
-        return cls(tables=tables, metadata={"format": "official"}, source=str(path))
+        return cls(tables=tables, metadata=TableMetadata(format=OFFICIAL), source=str(path))
 
     def to_document(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "metadata": self.metadata,
+            "metadata": self.metadata.to_dict(),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "entries": {str(r): table for r, table in sorted(self.tables.items())},
         }
@@ -367,15 +370,7 @@ def load_lut(path: str | Path, width_mult: float | None = None) -> LatencyTable:
     """``--lut`` for every verb: toolkit file, official YAML file or directory; ``--width-mult`` overrides."""
     table = LatencyTable.load(path)
     if width_mult is not None:
-        table.metadata["width_mult"] = check_width_mult(width_mult)
-    else:
-        table.metadata.setdefault("width_mult", table.width_mult)
+        table.metadata.width_mult = check_width_mult(width_mult)
+    elif table.metadata.width_mult is None:
+        table.metadata.width_mult = table.width_mult
     return table
-
-
-def new_metadata(**fields: Any) -> dict[str, Any]:
-    from datetime import datetime, timezone
-
-    meta = {"toolkit_version": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    meta.update(fields)
-    return meta

@@ -21,8 +21,9 @@ import numpy as np
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
-from ofa_deploy.latency.table import Calibration, LatencyTable, new_metadata
+from ofa_deploy.latency.table import Calibration, LatencyTable
 from ofa_deploy.metrics import agreement, fit_linear
 from ofa_deploy.space.arch import Arch, ArchBatch, sample_batch
 from ofa_deploy.space.ops import arch_ops
@@ -95,9 +96,7 @@ def validate(
     fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
     fastest, _ = table.compiled().slot_table.minimum()
     slope, intercept = fit_calibration(predicted[fit_mask], measured_arr[fit_mask], fastest)
-    calibration = Calibration(
-        slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=new_metadata()["date"]
-    )
+    calibration = Calibration(slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=utc_now())
     held = ~fit_mask
     report = {
         "samples": len(archs),

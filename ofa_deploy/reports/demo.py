@@ -84,7 +84,7 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     result.facts.update(
         machine=describe_host(),
         backend=backend.name,
-        runtime=f"{meta['runtime']} {meta['runtime_version']}",
+        runtime=f"{meta.runtime} {meta.runtime_version}",
         threads=backend.timing.threads,
         device=device.name,
         width_mult=w,

@@ -1,0 +1,154 @@
+"""What a latency table records about where its values came from, read once into typed fields.
+
+Every field is checked when a table is loaded; a missing, unknown or mistyped field is one
+:class:`BadInputError` naming the file and the field (exit 2), never a KeyError later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ofa_deploy import __version__
+from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.errors import BadInputError
+
+OFFICIAL, CONVERTED = "official", "converted"  # ``format``: an official YAML table, or a toolkit copy of one
+TIMED, ESTIMATED = "timed", "estimated"  # ``measurement``: timed on the target, or from an analytical model
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ReferenceInfo:
+    """The drift reference operator and its latency when the table was profiled."""
+
+    key: str
+    baseline_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "baseline_ms": self.baseline_ms}
+
+
+@dataclass
+class DriftPoint:
+    """The reference's raw latency after ``after_keys`` keys, ``t`` seconds into profiling."""
+
+    after_keys: int
+    ms: float | None
+    t: float
+
+
+@dataclass
+class TableMetadata:
+    device: str | None = None
+    backend: str | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    threads: int | None = None
+    timing: TimingOptions | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    measurement: str = TIMED
+    width_mult: float | None = None
+    resolutions: list[int] = field(default_factory=list)
+    date: str | None = None
+    toolkit_version: str | None = None
+    value_field: str = "mean"  # the record field predictions sum (the official tables' "mean")
+    reference: ReferenceInfo | None = None
+    call_overhead_ms: float | None = None
+    drift: list[DriftPoint] = field(default_factory=list)
+    format: str | None = None
+    converted_from: str | None = None
+
+    @classmethod
+    def new(cls, **fields: Any) -> TableMetadata:
+        """Metadata of a table being written now by this toolkit version."""
+        return cls(date=utc_now(), toolkit_version=__version__, **fields)
+
+    @property
+    def is_official(self) -> bool:
+        return self.format == OFFICIAL
+
+    @property
+    def estimated(self) -> bool:
+        return self.measurement == ESTIMATED
+
+    # ------------------------------------------------------------------ (de)serialisation
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> TableMetadata:
+        where = f"{source}: metadata"
+        if not isinstance(data, dict):
+            raise BadInputError(f"{where} must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise BadInputError(f"{where} has unknown field(s) {sorted(unknown)}")
+
+        def get(name: str, kinds: type | tuple[type, ...], default: Any = None) -> Any:
+            value = data.get(name, default)
+            if value is None or value is default:
+                return value
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise BadInputError(f"{where}: field '{name}' has the wrong type ({type(value).__name__})")
+            return value
+
+        reference = get("reference", dict)
+        if reference is not None:
+            try:
+                reference = ReferenceInfo(str(reference["key"]), float(reference["baseline_ms"]))
+            except (KeyError, TypeError, ValueError):
+                raise BadInputError(f"{where}: field 'reference' needs 'key' and a numeric 'baseline_ms'") from None
+        drift = []
+        for point in get("drift", list, []):
+            try:
+                ms = point.get("ms")
+                drift.append(DriftPoint(int(point["after_keys"]), None if ms is None else float(ms), float(point["t"])))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise BadInputError(f"{where}: field 'drift' holds an invalid entry {point!r}") from None
+        timing = get("timing", dict)
+        resolutions = get("resolutions", list, [])
+        if not all(isinstance(r, int) and not isinstance(r, bool) for r in resolutions):
+            raise BadInputError(f"{where}: field 'resolutions' must list integers")
+        measurement = get("measurement", str, TIMED)
+        if measurement not in (TIMED, ESTIMATED):
+            raise BadInputError(f"{where}: field 'measurement' must be '{TIMED}' or '{ESTIMATED}'")
+        overhead = get("call_overhead_ms", (int, float))
+        width = get("width_mult", (int, float))
+        return cls(
+            device=get("device", str),
+            backend=get("backend", str),
+            runtime=get("runtime", str),
+            runtime_version=get("runtime_version", str),
+            threads=get("threads", int),
+            timing=None if timing is None else TimingOptions.from_dict(timing, where),
+            settings=dict(get("settings", dict, {})),
+            measurement=measurement,
+            width_mult=None if width is None else float(width),
+            resolutions=list(resolutions),
+            date=get("date", str),
+            toolkit_version=get("toolkit_version", str),
+            value_field=get("value_field", str, "mean"),
+            reference=reference,
+            call_overhead_ms=None if overhead is None else float(overhead),
+            drift=drift,
+            format=get("format", str),
+            converted_from=get("converted_from", str),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (fields that are unset are left out)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, TimingOptions) or isinstance(value, ReferenceInfo):
+                value = value.to_dict()
+            elif f.name == "drift":
+                value = [dataclasses.asdict(p) for p in value]
+            out[f.name] = value
+        return out
