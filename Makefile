@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean wheel-check
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Build the wheel, install it (not editable) with torch from constraints.txt into a fresh venv outside the
+# checkout, and run the CLI from outside it (devices, --version, compile, benchmark; no torch on --help).
+wheel-check: $(STAMP)
+	bash .ci/wheel_smoke.sh $(BIN)/python $(PYTHON)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -146,7 +146,7 @@ class TableMetadata:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if isinstance(value, TimingOptions) or isinstance(value, ReferenceInfo):
+            if isinstance(value, (TimingOptions, ReferenceInfo)):
                 value = value.to_dict()
             elif f.name == "drift":
                 value = [dataclasses.asdict(p) for p in value]
