@@ -307,9 +307,11 @@ class AnalyticalBackend(Backend):
     """A cost model: estimates instead of timing (subclasses: ``runtime_info``, ``estimate``).
 
     Nothing is loaded or timed, so there is no noise and no reference operator; ``model_name`` is
-    recorded with every estimate. ``estimate`` of any graph includes the invocation overhead, which
-    profiling takes out of each operator (the estimate of :func:`overhead_graph`) and adds back
-    once per network, exactly as for timed backends.
+    recorded with every estimate. ``estimate`` of any graph includes the per-call (invocation)
+    overhead once; :meth:`invocation_overhead_ms` says what it is, so profiling can take it out of
+    each operator's entry and add it back once per network. (Timed backends estimate that overhead
+    by timing :func:`overhead_graph`; a model that charges per layer would count one layer too
+    many that way, so a model states its overhead instead.)
     """
 
     kind = TargetKind.ANALYTICAL
@@ -330,6 +332,13 @@ class AnalyticalBackend(Backend):
 
     def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
         return [LatencyEstimate(self.estimate(graph), self.model_name) for graph in graphs]
+
+    def invocation_overhead_ms(self) -> float:
+        """The fixed cost of one call that ``estimate`` adds once per graph (default: none)."""
+        return 0.0
+
+    def measure_overhead(self, reference: Reference | None = None) -> Measurement:
+        return LatencyEstimate(self.invocation_overhead_ms(), self.model_name)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> None:
         return None

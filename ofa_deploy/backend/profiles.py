@@ -35,13 +35,14 @@ class DeviceProfile:
     settings: dict[str, Any] = field(default_factory=dict)  # as written in the file; checked against the backend's
     source: str = ""
 
-    def create_backend(self, overrides: dict[str, Any] | None = None, **timing_overrides: int | None) -> Backend:
-        """The profile's backend; ``overrides``: settings given on the command line (they win)."""
+    def create_backend(
+        self, overrides: dict[str, Any] | None = None, source: str | None = None, **timing_overrides: int | None
+    ) -> Backend:
+        """The profile's backend; ``overrides``: settings that win over the profile's (flags, a LUT's)."""
         timing = self.timing.to_dict()
         timing.update({k: v for k, v in timing_overrides.items() if v is not None})
-        return backend_class(self.backend)(
-            TimingOptions(**timing), f"{self.source} settings", **{**self.settings, **(overrides or {})}
-        )
+        where = f"{self.source} settings" + (f", {source}" if source and overrides else "")
+        return backend_class(self.backend)(TimingOptions(**timing), where, **{**self.settings, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 3}) if timing else TimingOptions(instances=3)
     table = load_lut(args.lut) if args.lut else None
-    with make_backend(args, device, base) as backend:
+    same = (device.backend if device else args.backend) == manifest.backend_name
+    recorded = manifest.document["backend"].get("settings") if same else None  # as compiled, unless flags say
+    with make_backend(args, device, base, recorded if isinstance(recorded, dict) else None) as backend:
         manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
         warn_if_busy(backend)
         result, _ = benchmark_bundle(directory, backend, table, manifest)

@@ -95,10 +95,16 @@ def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
     return default_profile_for(args.backend)
 
 
-def make_backend(args: argparse.Namespace, profile: DeviceProfile | None, base: TimingOptions | None = None) -> Backend:
+def make_backend(
+    args: argparse.Namespace,
+    profile: DeviceProfile | None,
+    base: TimingOptions | None = None,
+    base_settings: dict[str, Any] | None = None,
+) -> Backend:
     """The backend with timing from the command line over ``base`` (e.g. the LUT's) over the
-    profile's, and settings from the backend's flags over the profile's. Use it as a context
-    manager so a remote target is always released."""
+    profile's, and settings from the backend's flags over ``base_settings`` (those a LUT or a
+    bundle was made with) over the profile's. Use it as a context manager so a remote target is
+    always released."""
     given = {
         "threads": getattr(args, "threads", None),
         "rounds": getattr(args, "rounds", None),
@@ -108,10 +114,15 @@ def make_backend(args: argparse.Namespace, profile: DeviceProfile | None, base: 
     start = base or (profile.timing if profile is not None else TimingOptions())
     timing = {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}
     name = profile.backend if profile is not None else args.backend
-    overrides = flag_settings(args, name)
+    flags = flag_settings(args, name)
+    recorded = {k: v for k, v in (base_settings or {}).items() if v is not None}
+    if profile is not None and getattr(args, "device", None):  # a profile the user names wins over the record
+        recorded = {k: v for k, v in recorded.items() if k not in profile.settings}
+    overrides = {**recorded, **flags}
+    source = f"backend '{name}'" + (f" (flags {', '.join(sorted(flags))})" if flags else "")
     if profile is not None:
-        return profile.create_backend(overrides, **timing)
-    return create_backend(name, TimingOptions(**timing), **overrides)
+        return profile.create_backend(overrides, source=source, **timing)
+    return create_backend(name, TimingOptions(**timing), settings_source=source, **overrides)
 
 
 def warn_if_busy(backend: Backend) -> None:

@@ -66,9 +66,14 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Logging first: building the parser discovers backend plugins, which may warn.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("-v", "--verbose", action="store_true")
+    early.add_argument("-q", "--quiet", action="store_true")
+    known, _ = early.parse_known_args(argv)
+    configure_logging(known.verbose, known.quiet)
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose, args.quiet)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

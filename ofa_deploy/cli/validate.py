@@ -35,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
     if args.backend is None and args.device is None and lut_backend:
         args.backend = lut_backend
     device = resolve_profile(args)
-    with make_backend(args, device, table.metadata.timing) as backend:
-        if lut_backend and lut_backend != backend.name:
-            raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{backend.name}'")
+    chosen = device.backend if device is not None else args.backend
+    if lut_backend and lut_backend != chosen:
+        raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{chosen}'")
+    recorded = table.metadata.settings if lut_backend else None  # validate with the settings it was profiled with
+    with make_backend(args, device, table.metadata.timing, recorded) as backend:
         warn_if_busy(backend)
         result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
     paths = write_outputs(result, Path(args.out))

@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
-from ofa_deploy.space.geometry import BlockSpec, block_specs, conv_out_size, se_channels, widths_for
+from ofa_deploy.space.geometry import BlockSpec, block_specs, se_channels, stem_output_size, widths_for
 from ofa_deploy.space.slot_table import SlotTable
 
 BYTES_PER_ACTIVATION = 4
@@ -108,7 +108,7 @@ def arch_stats(arch: Arch, width_mult: float = 1.0) -> ArchStats:
     """Count everything for ``arch`` at its resolution and ``width_mult`` (no torch involved)."""
     widths = widths_for(width_mult)
     r = arch.r
-    stem_size = conv_out_size(r, 2)
+    stem_size = stem_output_size(r)
     layers: list[LayerStats] = []
     macs, params = _conv(3, widths.first_conv, 3, stem_size)
     layers.append(LayerStats("first_conv", None, macs, params, 3 * r * r + widths.first_conv * stem_size**2))

@@ -122,41 +122,73 @@ def first_block_spec(size: int, widths: Widths) -> BlockSpec:
     )
 
 
+@dataclass(frozen=True)
+class SlotShape:
+    """Where a block sits: its sizes, channels and stride (everything but its kernel and expand ratio)."""
+
+    stage: int
+    in_size: int
+    out_size: int
+    in_channels: int
+    out_channels: int
+    stride: int
+
+
+def stem_output_size(r: int) -> int:
+    """Spatial size after the first (stride-2) conv, which the fixed first block keeps."""
+    return conv_out_size(r, 2)
+
+
+@cache
+def stage_slot_shapes(r: int, width_mult: float = 1.0) -> tuple[tuple[SlotShape, SlotShape], ...]:
+    """Per stage: the shape of its first block (which changes size and channels) and of any later block.
+
+    Every block of every arch at resolution ``r`` has one of these shapes: this is the single place
+    that walks the network's strides and widths."""
+    widths = widths_for(width_mult)
+    size, in_ch = stem_output_size(r), widths.first_block
+    shapes = []
+    for stage in range(N_STAGES):
+        out_ch, stride = widths.stages[stage], STAGE_STRIDES[stage]
+        out_size = conv_out_size(size, stride)
+        shapes.append(
+            (
+                SlotShape(stage, size, out_size, in_ch, out_ch, stride),
+                SlotShape(stage, out_size, out_size, out_ch, out_ch, 1),
+            )
+        )
+        size, in_ch = out_size, out_ch
+    return tuple(shapes)
+
+
+def block_spec(shape: SlotShape, index: int, kernel_size: int, expand_ratio: int) -> BlockSpec:
+    """The block with ``kernel_size`` and ``expand_ratio`` at ``shape`` (slot ``index``)."""
+    return BlockSpec(
+        index=index,
+        in_size=shape.in_size,
+        out_size=shape.out_size,
+        in_channels=shape.in_channels,
+        out_channels=shape.out_channels,
+        mid_channels=middle_channels(shape.in_channels, expand_ratio),
+        kernel_size=kernel_size,
+        stride=shape.stride,
+        act=STAGE_ACTS[shape.stage],
+        use_se=STAGE_SE[shape.stage],
+        identity_skip=shape.stride == 1 and shape.in_channels == shape.out_channels,
+        expand_ratio=expand_ratio,
+    )
+
+
 def block_specs(arch: Arch, width_mult: float = 1.0) -> list[BlockSpec]:
     """Every block the arch builds, first block included, in execution order."""
-    widths = widths_for(width_mult)
-    size = conv_out_size(arch.r, 2)
-    specs = [first_block_spec(size, widths)]
-    in_ch = widths.first_block
-    for stage in range(N_STAGES):
-        out_ch = widths.stages[stage]
+    specs = [first_block_spec(stem_output_size(arch.r), widths_for(width_mult))]
+    for stage, (first, later) in enumerate(stage_slot_shapes(arch.r, width_mult)):
         for slot in range(arch.d[stage]):
             b = stage * MAX_DEPTH + slot
-            stride = STAGE_STRIDES[stage] if slot == 0 else 1
-            out_size = conv_out_size(size, stride)
-            specs.append(
-                BlockSpec(
-                    index=b,
-                    in_size=size,
-                    out_size=out_size,
-                    in_channels=in_ch,
-                    out_channels=out_ch,
-                    mid_channels=middle_channels(in_ch, arch.e[b]),
-                    kernel_size=arch.ks[b],
-                    stride=stride,
-                    act=STAGE_ACTS[stage],
-                    use_se=STAGE_SE[stage],
-                    identity_skip=stride == 1 and in_ch == out_ch,
-                    expand_ratio=arch.e[b],
-                )
-            )
-            size, in_ch = out_size, out_ch
+            specs.append(block_spec(first if slot == 0 else later, b, arch.ks[b], arch.e[b]))
     return specs
 
 
 def final_feature_size(r: int) -> int:
     """Spatial size entering the final expand layer (after the stem and all strides)."""
-    size = conv_out_size(r, 2)
-    for s in STAGE_STRIDES:
-        size = conv_out_size(size, s)
-    return size
+    return stage_slot_shapes(r)[-1][1].out_size

@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, RESOLUTIONS, Arch, check_resolutions
+from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, RESOLUTIONS, Arch, check_resolutions
 from ofa_deploy.space.geometry import (
-    STAGE_ACTS,
-    STAGE_SE,
-    STAGE_STRIDES,
     BlockSpec,
+    block_spec,
     block_specs,
-    conv_out_size,
+    final_feature_size,
     first_block_spec,
-    middle_channels,
+    stage_slot_shapes,
+    stem_output_size,
     widths_for,
 )
 
@@ -115,7 +114,7 @@ def block_op(spec: BlockSpec) -> OpSpec:
 def stem_ops(r: int, width_mult: float) -> list[OpSpec]:
     """First conv and the fixed first block."""
     w = widths_for(width_mult)
-    size = conv_out_size(r, 2)
+    size = stem_output_size(r)
     return [
         OpSpec(FIRST_CONV, (r, r, 3), (size, size, w.first_conv)),
         block_op(first_block_spec(size, w)),
@@ -147,48 +146,20 @@ def stage_block_ops(r: int, width_mult: float) -> list[list[list[OpSpec]]]:
     Every block of any arch at resolution ``r`` is one of these, which is what lets the latency of
     a whole population be gathered from a small array.
     """
-    w = widths_for(width_mult)
-    size = conv_out_size(r, 2)
-    in_ch = w.first_block
-    table = []
-    for stage in range(N_STAGES):
-        out_ch = w.stages[stage]
-        positions = []
-        for position in (0, 1):
-            stride = STAGE_STRIDES[stage] if position == 0 else 1
-            c_in = in_ch if position == 0 else out_ch
-            s_in = size if position == 0 else conv_out_size(size, STAGE_STRIDES[stage])
-            s_out = conv_out_size(s_in, stride)
-            positions.append(
-                [
-                    OpSpec(
-                        kind=BLOCK,
-                        input_shape=(s_in, s_in, c_in),
-                        output_shape=(s_out, s_out, out_ch),
-                        mid=middle_channels(c_in, e),
-                        kernel=k,
-                        stride=stride,
-                        idskip=stride == 1 and c_in == out_ch,
-                        se=STAGE_SE[stage],
-                        hs=STAGE_ACTS[stage] == "h_swish",
-                    )
-                    for k in KERNEL_SIZES
-                    for e in EXPAND_RATIOS
-                ]
-            )
-        table.append(positions)
-        size, in_ch = conv_out_size(size, STAGE_STRIDES[stage]), out_ch
-    return table
+    return [
+        [
+            [block_op(block_spec(shape, -1, k, e)) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
+            for shape in positions
+        ]
+        for positions in stage_slot_shapes(r, width_mult)
+    ]
 
 
 def resolution_ops(r: int, width_mult: float) -> list[OpSpec]:
     """The distinct operators any sub-network at resolution ``r`` can contain."""
     ops = stem_ops(r, width_mult)
     ops += [op for stage in stage_block_ops(r, width_mult) for position in stage for op in position]
-    final = conv_out_size(r, 2)
-    for s in STAGE_STRIDES:
-        final = conv_out_size(final, s)
-    return ops + head_ops(final, width_mult)
+    return ops + head_ops(final_feature_size(r), width_mult)
 
 
 def space_ops(width_mult: float = 1.0, resolutions: Iterable[int] = RESOLUTIONS) -> list[OpSpec]:
