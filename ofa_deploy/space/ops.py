@@ -147,10 +147,7 @@ def stage_block_ops(r: int, width_mult: float) -> list[list[list[OpSpec]]]:
     a whole population be gathered from a small array.
     """
     return [
-        [
-            [block_op(block_spec(shape, -1, k, e)) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
-            for shape in positions
-        ]
+        [[block_op(block_spec(shape, -1, k, e)) for k in KERNEL_SIZES for e in EXPAND_RATIOS] for shape in positions]
         for positions in stage_slot_shapes(r, width_mult)
     ]
 
