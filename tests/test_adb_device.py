@@ -155,13 +155,26 @@ def test_profile_ran_benchmark_model_as_configured(device, adb_lut):
     assert not device_dir(device).exists()
 
 
-def test_validate_on_the_phone(adb_lut, profile_yaml, tmp_path, capsys):
+def test_validate_on_the_phone(device, adb_lut, profile_yaml, tmp_path, capsys):
+    """All sampled networks travel in one round trip; --serial (declared by the adb backend) wins
+    over the profile's serial; the phone is cleaned up when the verb ends."""
+    doc = yaml.safe_load(profile_yaml.read_text())
+    doc["settings"]["serial"] = "127.0.0.1:1"  # nothing listens there: only the flag can make this work
+    wrong = tmp_path / "wrong-serial.yaml"
+    wrong.write_text(yaml.safe_dump(doc))
     out_dir = tmp_path / "val"
-    args = ["validate", "--lut", str(adb_lut[0]), "--backend", "adb", "--device", str(profile_yaml)]
+    args = ["validate", "--lut", str(adb_lut[0]), "--device", str(wrong), "--serial", device.serial]
+    batches = sum(c.endswith("sh batch.sh") for c in device.commands)
     assert main([*args, "--samples", "4", "--out", str(out_dir), "--no-progress", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 4 and report["backend"] == "adb" and report["normalised_by_reference"]
     assert (out_dir / "measurements.csv").is_file()
+    assert sum(c.endswith("sh batch.sh") for c in device.commands) - batches == 1
+    assert not device_dir(device).exists()
+    # a flag of another backend is refused before anything runs
+    code = main(["profile", "--backend", "onnxruntime", "--serial", "x", "--out", str(tmp_path / "never.json")])
+    assert code == 2 and "--serial is an option of backend adb" in capsys.readouterr().err
+    assert not (tmp_path / "never.json").exists()
 
 
 def test_reconnects_when_the_connection_drops_once(device):

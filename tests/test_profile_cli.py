@@ -53,6 +53,14 @@ def test_profile_writes_complete_table(ort_lut):
     assert table.tables[128][shared] == table.tables[132][shared]
 
 
+def test_quiet_profile_prints_only_warnings(tmp_path, capsys):
+    out = tmp_path / "quiet.json"
+    assert main(["-q", "profile", "--backend", "onnxruntime", "--resolutions", "128", "--out", str(out), *FAST]) == 0
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if not line.startswith("warning:")] == []
+    assert captured.out.startswith(f"wrote {out}")  # the result itself still goes to stdout
+
+
 def test_profile_refuses_to_overwrite(ort_lut, capsys):
     before = ort_lut.read_text()
     assert main(["profile", "--backend", "onnxruntime", "--resolutions", "128", "--out", str(ort_lut), *FAST]) == 2
