@@ -19,12 +19,12 @@ from ofa_deploy.errors import BadInputError, CheckpointMismatchError
 from ofa_deploy.nn.dynamic import DynamicMBConvLayer
 from ofa_deploy.nn.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock, set_bn_param
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
-from ofa_deploy.space.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_STAGES, Arch, check_width_mult
+from ofa_deploy.space.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, RESOLUTIONS, Arch, check_width_mult
 from ofa_deploy.space.geometry import (
     STAGE_ACTS,
     STAGE_SE,
-    STAGE_STRIDES,
     first_block_spec,
+    stage_slot_shapes,
     widths_for,
 )
 
@@ -66,25 +66,28 @@ class OFAMobileNetV3(nn.Module):
             )
         ]
         self.block_group_info: list[list[int]] = []
-        feature_dim = widths.first_block
         max_depth = max(self.depth_list)
-        for stage in range(N_STAGES):
-            out = widths.stages[stage]
+        # Channels and strides come from the one geometry (the resolution only sets sizes, unused here).
+        for stage, (first_slot, later_slot) in enumerate(stage_slot_shapes(max(RESOLUTIONS), self.width_mult)):
             self.block_group_info.append([len(blocks) + i for i in range(max_depth)])
             for i in range(max_depth):
-                stride = STAGE_STRIDES[stage] if i == 0 else 1
+                shape = first_slot if i == 0 else later_slot
                 conv = DynamicMBConvLayer(
-                    feature_dim,
-                    out,
+                    shape.in_channels,
+                    shape.out_channels,
                     self.ks_list,
                     self.expand_ratio_list,
-                    stride,
+                    shape.stride,
                     STAGE_ACTS[stage],
                     STAGE_SE[stage],
                 )
-                skip = IdentityLayer(out) if stride == 1 and feature_dim == out else None
+                skip = (
+                    IdentityLayer(shape.out_channels)
+                    if shape.stride == 1 and shape.in_channels == shape.out_channels
+                    else None
+                )
                 blocks.append(ResidualBlock(conv, skip))
-                feature_dim = out
+        feature_dim = widths.stages[-1]
         self.blocks = nn.ModuleList(blocks)
         self.final_expand_layer = ConvLayer(feature_dim, widths.final_expand, kernel_size=1, act_func="h_swish")
         self.feature_mix_layer = ConvLayer(
