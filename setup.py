@@ -1,5 +1,5 @@
 """Package discovery: every package under ofa_deploy/, plus the two top-level folders that install
-under its namespace (DESIGN.md: ``backends/`` -> ``ofa_deploy.backends``, ``device_profiles/`` ->
+under its namespace (docs/architecture.md: ``backends/`` -> ``ofa_deploy.backends``, ``device_profiles/`` ->
 ``ofa_deploy.device_profiles``). Everything else is in pyproject.toml."""
 
 from setuptools import find_packages, setup

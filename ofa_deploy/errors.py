@@ -1,6 +1,6 @@
 """Every user-facing failure is one of these; the CLI turns it into one line and an exit code.
 
-Exit codes (DESIGN.md): 2 bad input, 3 target unavailable, 1 anything else.
+Exit codes (README, "Exit codes"): 2 bad input, 3 target unavailable, 1 anything else.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ log = logging.getLogger("ofa_deploy.cli")
 
 
 def print_json(document: Any) -> None:
-    """One JSON document on stdout and nothing else there (DESIGN.md)."""
+    """One JSON document on stdout and nothing else there (what `--json` promises)."""
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -90,7 +90,7 @@ class Arch:
     # ------------------------------------------------------------------ reading and writing
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> Arch:
-        """Read the Arch JSON of DESIGN.md and its official variants (``"r": [int]``,
+        """Read the Arch JSON (README, "Formats") and its official variants (``"r": [int]``,
         ``"image_size"``, ``"wid": null``); extra keys are ignored."""
         if not isinstance(data, Mapping):
             where = f"{source}: " if source else ""
