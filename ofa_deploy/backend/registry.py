@@ -103,6 +103,7 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+@cache
 def loadable_backends() -> dict[str, type[Backend]]:
     """Every backend whose module imports (a broken plugin is reported once and skipped)."""
     out = {}

@@ -15,6 +15,7 @@ from ofa_deploy.errors import BadInputError
 from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions
 
 log = logging.getLogger("ofa_deploy")
+_REFUSED_FLAGS: set[tuple[str, str]] = set()
 
 
 def parse_resolutions(text: str) -> tuple[int, ...]:
@@ -49,13 +50,18 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
     for flag, owners in sorted(backend_options().items()):
         option = owners[0][1]
         names = ", ".join(name for name, _ in owners)
-        p.add_argument(
-            flag,
-            dest=_dest(option),
-            type=option.type,
-            metavar=option.metavar,
-            help=f"[{names}] {option.help}",
-        )
+        try:
+            p.add_argument(
+                flag,
+                dest=_dest(option),
+                type=option.type,
+                metavar=option.metavar,
+                help=f"[{names}] {option.help}",
+            )
+        except (argparse.ArgumentError, ValueError) as exc:  # e.g. a plugin declaring --out: skip it, keep the CLI
+            if (names, flag) not in _REFUSED_FLAGS:
+                _REFUSED_FLAGS.add((names, flag))
+                log.warning("backend %s: flag %s ignored (%s)", names, flag, exc)
 
 
 def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) -> None:
