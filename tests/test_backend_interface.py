@@ -4,7 +4,6 @@ measurements, and backend-declared flags that cannot break the CLI."""
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import dataclass
 
 import pytest
@@ -105,7 +104,6 @@ class FlagClash(LocalRuntimeBackend):
 def test_a_clashing_backend_flag_is_ignored_not_fatal(monkeypatch, caplog):
     monkeypatch.setattr(common, "loadable_backends", lambda: {"flag-clash": FlagClash})
     monkeypatch.setattr(common, "_REFUSED_FLAGS", set())
-    monkeypatch.setattr(logging.getLogger("ofa_deploy"), "propagate", True)  # main() may have turned it off
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     with caplog.at_level("WARNING", logger="ofa_deploy"):
