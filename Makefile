@@ -40,4 +40,5 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps ofa==0.1.0.post202307202001
 	cd benchmarks && ../$(BIN)/python bench_profiling.py && ../$(BIN)/python bench_validate.py \
-		&& ../$(BIN)/python bench_search.py && ../$(BIN)/python bench_adb_loopback.py
+		&& ../$(BIN)/python bench_search.py && ../$(BIN)/python bench_adb_loopback.py \
+		&& ../$(BIN)/python bench_fpga.py

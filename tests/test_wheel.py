@@ -64,7 +64,7 @@ def _expected(tree: Path) -> set[str]:
     """Every module of the three folders, and every device profile, at its installed path."""
     expected = set()
     for folder, installed in INSTALLED_AS.items():
-        patterns = ("*.py", "*.yaml") if folder == "device_profiles" else ("*.py",)
+        patterns = {"device_profiles": ("*.py", "*.yaml"), "backends": ("*.py", "*.json")}.get(folder, ("*.py",))
         for pattern in patterns:
             for path in (tree / folder).rglob(pattern):
                 if "__pycache__" not in path.parts:

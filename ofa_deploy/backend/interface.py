@@ -118,6 +118,7 @@ class Backend(ABC):
     artifact_kinds: ClassVar[tuple[str, ...]] = ()  # what compile() writes and benchmark() runs, main kind first
     Settings: ClassVar[type[BackendSettings]] = BackendSettings
     cli_options: ClassVar[tuple[CliOption, ...]] = ()
+    default_profile: ClassVar[str | None] = None  # the device profile used when only --backend is given
     # Operators or networks per measure call while profiling and validating (and per table save).
     batch_size: ClassVar[int] = 1
     # Whether timings are taken on this machine (so its load matters; see ofa_deploy.backend.host.busy_warning).
@@ -332,6 +333,11 @@ class AnalyticalBackend(Backend):
 
     def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
         return [LatencyEstimate(self.estimate(graph), self.model_name) for graph in graphs]
+
+    def estimate_layers(self, layers: Sequence[Any]) -> Any:
+        """Optional: a per-layer cost report (``.latency_ms``, ``.to_dict()``) for any model read as
+        layers (:mod:`ofa_deploy.deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
+        raise BadInputError(f"backend '{self.name}' has no per-layer model, so it cannot estimate foreign models")
 
     def invocation_overhead_ms(self) -> float:
         """The fixed cost of one call that ``estimate`` adds once per graph (default: none)."""

@@ -84,8 +84,10 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
         raise BadInputError(f"{source}: {exc}") from None
     parse_settings(cls.Settings, settings, f"{source}: backend '{data['backend']}'")
     resolutions = data.get("resolutions", list(RESOLUTIONS))
+    if resolutions == "all":
+        resolutions = list(RESOLUTIONS)
     if not isinstance(resolutions, list):
-        raise BadInputError(f"{source}: 'resolutions' must be a list")
+        raise BadInputError(f"{source}: 'resolutions' must be a list or 'all'")
     try:
         res = check_resolutions(resolutions)
     except BadInputError as exc:
@@ -125,7 +127,10 @@ def load_profile(name_or_path: str) -> DeviceProfile:
 
 
 def default_profile_for(backend: str) -> DeviceProfile | None:
-    """The built-in profile whose backend is ``backend`` (first by name), if any."""
+    """The profile a backend names as its default, else the first built-in profile (by name) for it."""
+    preferred = getattr(backend_class(backend), "default_profile", None)
+    if preferred:
+        return load_profile(preferred)
     for name in builtin_profile_names():
         profile = load_profile(name)
         if profile.backend == backend:

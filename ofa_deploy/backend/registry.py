@@ -29,6 +29,7 @@ BUILTIN_BACKENDS = {
     "openvino": "ofa_deploy.backends.openvino:OpenVinoBackend",
     "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
     "adb": "ofa_deploy.backends.adb:AdbBackend",
+    "fpga": "ofa_deploy.backends.fpga:FpgaBackend",
 }
 
 log = logging.getLogger(__name__)

@@ -74,9 +74,10 @@ def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) 
     add_backend_flags(p)
 
 
-def flag_settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
-    """Settings given as backend flags; a flag of another backend is refused (exit 2)."""
+def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any], list[str]]:
+    """Settings given as backend flags, and those flags; a flag of another backend is refused (exit 2)."""
     given: dict[str, Any] = {}
+    flags: list[str] = []
     for flag, owners in backend_options().items():
         value = getattr(args, _dest(owners[0][1]), None)
         if value is None:
@@ -85,7 +86,8 @@ def flag_settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         if not mine:
             raise BadInputError(f"{flag} is an option of backend {', '.join(n for n, _ in owners)}, not of '{backend}'")
         given[mine[0].setting] = value
-    return given
+        flags.append(flag)
+    return given, flags
 
 
 def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
@@ -120,12 +122,12 @@ def make_backend(
     start = base or (profile.timing if profile is not None else TimingOptions())
     timing = {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}
     name = profile.backend if profile is not None else args.backend
-    flags = flag_settings(args, name)
+    flags, flag_names = flag_settings(args, name)
     recorded = {k: v for k, v in (base_settings or {}).items() if v is not None}
     if profile is not None and getattr(args, "device", None):  # a profile the user names wins over the record
         recorded = {k: v for k, v in recorded.items() if k not in profile.settings}
     overrides = {**recorded, **flags}
-    source = f"backend '{name}'" + (f" (flags {', '.join(sorted(flags))})" if flags else "")
+    source = f"backend '{name}'" + (f" ({', '.join(sorted(flag_names))})" if flag_names else "")
     if profile is not None:
         return profile.create_backend(overrides, source=source, **timing)
     return create_backend(name, TimingOptions(**timing), settings_source=source, **overrides)

@@ -14,6 +14,7 @@ from ofa_deploy.cli import (
     compile,
     demo,
     devices,
+    estimate,
     extract,
     info,
     predict,
@@ -24,7 +25,20 @@ from ofa_deploy.cli import (
 )
 from ofa_deploy.errors import OFADeployError
 
-VERBS = (devices, info, profile, predict, validate, search, compile, benchmark, demo, extract, train_predictor)
+VERBS = (
+    devices,
+    info,
+    profile,
+    predict,
+    validate,
+    search,
+    compile,
+    benchmark,
+    estimate,
+    demo,
+    extract,
+    train_predictor,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

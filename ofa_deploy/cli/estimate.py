@@ -1,0 +1,114 @@
+"""``ofa-deploy estimate``: latency of any ONNX CNN from an analytical backend, layer by layer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_deploy.cli.common import add_target_args
+
+TOP_LAYERS = 12
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("estimate", help="estimate the latency of an ONNX model on an analytical target (fpga)")
+    add_target_args(p)
+    p.add_argument("--model", required=True, help="ONNX model (batch 1; fp32 accepted, int8 deployment assumed)")
+    p.add_argument("--sweep-dpu", action="store_true", help="latency and throughput for every DPU size, 1-4 cores")
+    p.add_argument("--plot", help="with --sweep-dpu: write the design-space plot to this PNG")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.backend.interface import AnalyticalBackend
+    from ofa_deploy.cli.common import make_backend, resolve_profile
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.errors import BadInputError
+
+    device = resolve_profile(args)
+    layers = layers_from_onnx(Path(args.model))
+    with make_backend(args, device) as backend:
+        if not isinstance(backend, AnalyticalBackend):
+            raise BadInputError(
+                f"backend '{backend.name}' times models instead of estimating them: compile the model and run "
+                "`ofa-deploy benchmark`, or pick an analytical backend (fpga)"
+            )
+        report = backend.estimate_layers(layers)
+        document = {"model": str(args.model), "backend": backend.name, "device": device.name if device else None}
+        document.update(report.to_dict())
+        sweep = _sweep(backend, layers, args) if args.sweep_dpu else None
+    if sweep is not None:
+        document["sweep"] = sweep
+        if args.plot:
+            _plot(sweep, Path(args.plot), Path(args.model).name)
+    if args.json:
+        print_json(document)
+        return 0
+    layer_rows = sorted(document["layers"], key=lambda c: -c["ms"])[:TOP_LAYERS]
+    print(
+        f"{args.model} on {backend.check()['target']}: {document['latency_ms']:.3f} ms "
+        f"(model {document['model']}; {document['cpu_fallback_layers']} layer(s) on the CPU)"
+    )
+    print(f"\nslowest {len(layer_rows)} of {len(document['layers'])} layers:")
+    rows = [
+        (c["name"][:40], c["source_op"] or c["op"], c["engine"], c["bound"], c["cycles"], f"{c['ms']:.4f}")
+        for c in layer_rows
+    ]
+    print(format_table(["layer", "op", "engine", "bound", "cycles", "ms"], rows))
+    if sweep is not None:
+        print("\nDPU design space (latency: batch 1 on one core; throughput: one thread per core, DDR-capped):")
+        rows = [(s["arch"], s["cores"], f"{s['latency_ms']:.3f}", f"{s['throughput_fps']:.1f}") for s in sweep]
+        print(format_table(["arch", "cores", "latency ms", "throughput fps"], rows))
+        if args.plot:
+            print(f"\nwrote {args.plot}")
+    return 0
+
+
+def _sweep(backend, layers, args) -> list[dict]:
+    """Every architecture the backend's model knows, 1 to 4 cores, other settings as given."""
+    from ofa_deploy.errors import BadInputError
+
+    sizes = getattr(type(backend), "design_space", None)
+    if sizes is None:
+        raise BadInputError(f"--sweep-dpu: backend '{backend.name}' has no DPU sizes to sweep (use --backend fpga)")
+    out = []
+    base = backend.settings.to_dict()
+    for arch in sizes():
+        for cores in (1, 2, 3, 4):
+            variant = type(backend)(backend.timing, "--sweep-dpu", **{**base, "arch": arch, "cores": cores})
+            report = variant.estimate_layers(layers)
+            out.append(
+                {
+                    "arch": arch,
+                    "cores": cores,
+                    "latency_ms": report.latency_ms,
+                    "throughput_fps": report.throughput_fps(cores),
+                }
+            )
+    return out
+
+
+def _plot(sweep: list[dict], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    archs = list(dict.fromkeys(s["arch"] for s in sweep))
+    fig = Figure(figsize=(9, 4))
+    left, right = fig.subplots(1, 2)
+    latency = [next(s["latency_ms"] for s in sweep if s["arch"] == a) for a in archs]
+    left.bar(archs, latency, color="tab:blue")
+    left.set_ylabel("latency, batch 1 (ms)")
+    left.set_title("latency by DPU size (one core)", fontsize=10)
+    left.tick_params(axis="x", rotation=45)
+    for cores in (1, 2, 3, 4):
+        fps = [next(s["throughput_fps"] for s in sweep if s["arch"] == a and s["cores"] == cores) for a in archs]
+        right.plot(archs, fps, marker="o", label=f"{cores} core(s)")
+    right.set_ylabel("throughput (frames/s)")
+    right.set_title("throughput by size and cores (DDR-capped)", fontsize=10)
+    right.tick_params(axis="x", rotation=45)
+    right.legend(fontsize=8)
+    fig.suptitle(f"{title}: DPUCZDX8G design space (cost model)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)

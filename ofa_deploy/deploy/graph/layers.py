@@ -1,0 +1,120 @@
+"""A flat list of layers with their shapes: what an analytical cost model reads.
+
+Both the toolkit's own graphs (:func:`layers_from_graph`) and any ONNX CNN
+(:mod:`ofa_deploy.deploy.graph.onnx_reader`) become this list, so a cost model is written once.
+Activations are separate layers (a model decides what it fuses into the layer before); shapes are
+(C, H, W) for batch 1; ``params`` counts weights (and biases), which int8 deployment stores as one
+byte each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ofa_deploy.deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
+
+# Operator names a cost model understands.
+CONV, DEPTHWISE, GROUPED, FC = "conv", "depthwise", "grouped_conv", "fc"
+MAXPOOL, AVGPOOL, GLOBALPOOL = "maxpool", "avgpool", "globalpool"
+ADD, MUL, CONCAT = "add", "mul", "concat"
+RELU, RELU6, LEAKYRELU, SIGMOID, HARDSIGMOID, HARDSWISH = (
+    "relu",
+    "relu6",
+    "leakyrelu",
+    "sigmoid",
+    "hardsigmoid",
+    "hardswish",
+)
+RESHAPE = "reshape"  # flatten, reshape, squeeze...: no work, no data movement on an accelerator
+OTHER = "other"  # anything else (the model decides: usually a CPU fall-back)
+
+ACTIVATIONS = (RELU, RELU6, LEAKYRELU, SIGMOID, HARDSIGMOID, HARDSWISH)
+CONVOLUTIONS = (CONV, DEPTHWISE, GROUPED, FC)
+
+Shape = tuple[int, int, int]  # C, H, W
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    op: str  # one of the names above
+    in_shape: Shape  # the first feature-map input
+    out_shape: Shape
+    kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    groups: int = 1
+    params: int = 0  # weights and biases
+    inputs: int = 1  # feature-map inputs read (2 for add/mul; n for concat)
+    source_op: str = ""  # the original operator type (ONNX op_type), for reports
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of a convolution or fully connected layer (0 for others)."""
+        if self.op not in CONVOLUTIONS:
+            return 0
+        c_out, h, w = self.out_shape
+        c_in = self.in_shape[0]
+        return c_out * h * w * (c_in // self.groups) * self.kernel[0] * self.kernel[1]
+
+    @property
+    def in_elements(self) -> int:
+        c, h, w = self.in_shape
+        return c * h * w * self.inputs
+
+    @property
+    def out_elements(self) -> int:
+        c, h, w = self.out_shape
+        return c * h * w
+
+
+def _shape(nchw: tuple[int, ...]) -> Shape:
+    if len(nchw) == 2:
+        return (int(nchw[1]), 1, 1)
+    _, c, h, w = nchw
+    return (int(c), int(h), int(w))
+
+
+_ACT = {"relu": RELU, "h_swish": HARDSWISH}
+
+
+def layers_from_graph(graph: Graph) -> list[Layer]:
+    """The toolkit's graph (an operator or a whole sub-network) as layers, SE blocks spelled out."""
+    shapes: dict[str, Shape] = {graph.input_name: _shape(graph.input_shape)}
+    layers: list[Layer] = []
+    for i, node in enumerate(graph.nodes):
+        if isinstance(node, Conv):
+            c_in, h, w = shapes[node.input]
+            k, s = node.kernel_size, node.stride
+            out = (int(node.weight.shape[0]), (h - 1) // s + 1, (w - 1) // s + 1)
+            op = DEPTHWISE if node.groups == c_in and node.groups > 1 else GROUPED if node.groups > 1 else CONV
+            params = node.weight.size + (0 if node.bias is None else node.bias.size)
+            layers.append(Layer(f"{i}:{node.output}", op, (c_in, h, w), out, (k, k), s, node.groups, params))
+            if node.act:
+                layers.append(Layer(f"{i}:{node.output}:act", _ACT[node.act], out, out))
+        elif isinstance(node, SqueezeExcite):
+            c, h, w = out = shapes[node.input]
+            se = int(node.reduce_weight.shape[0])
+            pooled = (c, 1, 1)
+            layers += [
+                Layer(f"{i}:se.pool", GLOBALPOOL, out, pooled, kernel=(h, w)),
+                Layer(f"{i}:se.reduce", FC, pooled, (se, 1, 1), params=node.reduce_weight.size + se),
+                Layer(f"{i}:se.relu", RELU, (se, 1, 1), (se, 1, 1)),
+                Layer(f"{i}:se.expand", FC, (se, 1, 1), pooled, params=node.expand_weight.size + c),
+                Layer(f"{i}:se.gate", HARDSIGMOID, pooled, pooled),
+                Layer(f"{i}:se.scale", MUL, out, out, inputs=2),
+            ]
+        elif isinstance(node, Add):
+            out = shapes[node.a]
+            layers.append(Layer(f"{i}:{node.output}", ADD, out, out, inputs=2))
+        elif isinstance(node, GlobalAvgPool):
+            c, h, w = shapes[node.input]
+            out = (c, 1, 1)
+            layers.append(Layer(f"{i}:{node.output}", GLOBALPOOL, (c, h, w), out, kernel=(h, w)))
+        elif isinstance(node, Linear):
+            c_out, c_in = node.weight.shape
+            out = (int(c_out), 1, 1)
+            layers.append(Layer(f"{i}:{node.output}", FC, (int(c_in), 1, 1), out, params=node.weight.size + c_out))
+        else:  # pragma: no cover - the graph builder makes nothing else
+            raise TypeError(f"unknown graph node {type(node).__name__}")
+        shapes[node.output] = out
+    return layers
