@@ -63,6 +63,7 @@ class TableMetadata:
     drift: list[DriftPoint] = field(default_factory=list)
     format: str | None = None
     converted_from: str | None = None
+    model_parameters: dict[str, Any] | None = None  # an analytical backend's fitted parameters
 
     @classmethod
     def new(cls, **fields: Any) -> TableMetadata:
@@ -137,6 +138,7 @@ class TableMetadata:
             drift=drift,
             format=get("format", str),
             converted_from=get("converted_from", str),
+            model_parameters=get("model_parameters", dict),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def profile_metadata(backend: Backend, device: str) -> TableMetadata:
         settings=backend.settings.to_dict(),
         measurement=ESTIMATED if backend.kind is TargetKind.ANALYTICAL else TIMED,
         value_field=VALUE_FIELD,
+        model_parameters=runtime.get("parameters") if backend.kind is TargetKind.ANALYTICAL else None,
     )
 
 
@@ -114,7 +115,17 @@ def start_table(out: Path, metadata: TableMetadata, resume: bool) -> LatencyTabl
         if table.metadata.is_official:
             raise BadInputError(f"{out}: cannot resume into an official YAML table; give a new --out")
         _compatible(table, metadata, out)
-        for name in ("device", "backend", "runtime", "runtime_version", "threads", "timing", "settings", "width_mult"):
+        for name in (
+            "device",
+            "backend",
+            "runtime",
+            "runtime_version",
+            "threads",
+            "timing",
+            "settings",
+            "width_mult",
+            "model_parameters",
+        ):
             setattr(table.metadata, name, getattr(metadata, name))
         return table
     if resume:
