@@ -19,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int)
     p.add_argument("--runs", type=int)
     p.add_argument("--instances", type=int, default=None, help="model instances to alternate between (default 3)")
+    p.add_argument("--verify-key", help="Ed25519 public key (PEM): refuse the bundle unless its signature verifies")
     add_backend_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.latency.table import load_lut
 
     directory = Path(args.bundle)
-    manifest = open_bundle(directory)
+    manifest = open_bundle(directory, Path(args.verify_key) if args.verify_key else None)
     if not args.backend and not args.device:
         args.backend = manifest.backend_name
     device = resolve_profile(args)

@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-data", help="ImageFolder directory to re-calibrate BatchNorm statistics on")
     p.add_argument("--calib-images", type=int, default=256, help="images used for BN re-calibration")
     p.add_argument("--lut", help="latency table for the predicted latency recorded in the manifest")
-    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--out", required=True, help="bundle directory to write (built beside it, put in place when done)")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty --out as a whole")
+    p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (writes manifest.sig)")
     p.add_argument("--json", action="store_true", help="print the manifest")
     p.set_defaults(run=run)
 
@@ -35,16 +37,25 @@ def run(args: argparse.Namespace) -> int:
     width_mult = args.width_mult if args.width_mult is not None else data.get("width_mult")
     device = resolve_profile(args)
     table = load_lut(args.lut) if args.lut else None
-    if args.supernet is None:
-        info(
-            "warning: no --supernet: the bundle gets RANDOM weights (right for latency, useless for accuracy); "
-            'the manifest says "weights": "random"'
-        )
     with make_backend(args, device) as backend:
         result = compile_bundle(
-            arch, backend, Path(args.out), width_mult, args.supernet, args.calib_data, args.calib_images, table
+            arch,
+            backend,
+            Path(args.out),
+            width_mult,
+            args.supernet,
+            args.calib_data,
+            args.calib_images,
+            table,
+            force=args.force,
+            sign_key=Path(args.sign_key) if args.sign_key else None,
         )
     m = result.manifest
+    if args.supernet is None:  # after the work, so an error stays the only line on stderr
+        info(
+            "warning: no --supernet: the bundle got RANDOM weights (right for latency, useless for accuracy); "
+            'the manifest says "weights": "random"'
+        )
     if args.json:
         print_json(m)
         return 0

@@ -27,10 +27,19 @@ from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.timing import Measurement
 from ofa_deploy.deploy.graph.from_torch import torch_weights
 from ofa_deploy.deploy.graph.ir import build_graph
+from ofa_deploy.deploy.integrity import (
+    DIGEST_FIELD,
+    SIGNATURE_FILE,
+    bundle_member,
+    manifest_digest,
+    signature_document,
+    verify_signature,
+)
 from ofa_deploy.deploy.manifest import FORMAT, MANIFEST, Manifest, read_manifest
 from ofa_deploy.errors import BadInputError, OFADeployError
+from ofa_deploy.files import atomic_directory, atomic_write_text
 from ofa_deploy.latency.profiling import load_reference
-from ofa_deploy.latency.table import LatencyTable, atomic_write_text
+from ofa_deploy.latency.table import LatencyTable
 from ofa_deploy.nn.bn_calibration import recalibrate_bn
 from ofa_deploy.nn.data import image_batches, preprocessing
 from ofa_deploy.nn.extraction import build_subnet
@@ -104,8 +113,14 @@ def compile_bundle(
     calib_data: str | Path | None = None,
     calib_images: int = 256,
     table: LatencyTable | None = None,
+    force: bool = False,
+    sign_key: Path | None = None,
 ) -> CompileResult:
+    """Build the bundle beside ``out`` and put it in place when complete (see
+    :func:`ofa_deploy.files.atomic_directory`): an interrupted compile leaves the old bundle or none."""
     runtime = backend.check()
+    if sign_key is not None:
+        signature_document({}, sign_key)  # a bad key fails before any work
     net, w, weights = build_subnet(arch, supernet_path, width_mult)
     if table is not None and table.width_mult != w:
         raise BadInputError(f"the LUT is for width multiplier {table.width_mult} but the sub-network is w{w}")
@@ -114,11 +129,23 @@ def compile_bundle(
         seen = recalibrate_bn(net, image_batches(calib_data, arch.r, max_images=calib_images))
         calibrated = {"data": str(calib_data), "images": seen}
     net.eval()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"{out}: cannot create the bundle directory ({exc.strerror})") from None
+    out = Path(out)
     graph = build_graph(arch_ops(arch, w), torch_weights(net))
+    with atomic_directory(out, force=force) as build:
+        manifest = _build(arch, w, net, backend, runtime, graph, build, weights, calibrated, supernet_path, table)
+        if sign_key is not None:
+            atomic_write_text(build / SIGNATURE_FILE, json.dumps(signature_document(manifest, sign_key), indent=2))
+    verification = manifest["verification"]
+    if verification["passed"] is False:
+        raise OFADeployError(
+            f"{out}: the compiled artifact differs from torch by {verification['max_abs_diff']:.2e} "
+            f"(> {VERIFY_TOLERANCE}); the bundle is kept for inspection but should not be shipped"
+        )
+    return CompileResult(out, manifest)
+
+
+def _build(arch, w, net, backend, runtime, graph, out: Path, weights, calibrated, supernet_path, table) -> dict:
+    """Write the artifact, arch.json and manifest.json into ``out`` (the temporary build directory)."""
     artifact = backend.compile(graph, out)
     (out / "arch.json").write_text(json.dumps({**arch.to_dict(), "width_mult": w}, indent=2) + "\n")
     files = [*artifact.files, "arch.json"]
@@ -174,15 +201,12 @@ def compile_bundle(
         "measurements": [],
     }
     write_manifest(out, manifest)
-    if verification["passed"] is False:
-        raise OFADeployError(
-            f"{out}: the compiled artifact differs from torch by {verification['max_abs_diff']:.2e} "
-            f"(> {VERIFY_TOLERANCE}); the bundle is kept for inspection but should not be shipped"
-        )
-    return CompileResult(out, manifest)
+    return manifest
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` with its self-digest (recomputed on every update)."""
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
@@ -192,11 +216,12 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 def verify_checksums(directory: Path, manifest: Manifest) -> None:
     """Refuse a bundle whose files were changed, removed, or are not listed."""
     listed = manifest.checksums
+    where = directory / MANIFEST
     for name in manifest.files:
         if name not in listed:
             raise BadInputError(f"{directory}: '{name}' has no checksum in the manifest; refusing the bundle")
     for name, expected in listed.items():
-        path = directory / name
+        path = bundle_member(directory, name, where)
         if not path.is_file():
             raise BadInputError(f"{directory}: '{name}' is missing; refusing the bundle")
         if sha256(path) != expected:
@@ -209,10 +234,14 @@ def verify_checksums(directory: Path, manifest: Manifest) -> None:
 # ---------------------------------------------------------------------- benchmark
 
 
-def open_bundle(directory: Path) -> Manifest:
-    """The manifest of a bundle whose files all match their checksums (else BadInputError)."""
+def open_bundle(directory: Path, public_key: Path | None = None) -> Manifest:
+    """The manifest of a bundle whose manifest digest and files all check out, and whose signature
+    verifies with ``public_key`` when one is given (else BadInputError naming the first problem)."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
     verify_checksums(directory, manifest)
+    if public_key is not None:
+        verify_signature(directory, manifest.document, public_key)
     return manifest
 
 

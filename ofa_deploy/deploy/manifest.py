@@ -13,11 +13,12 @@ from typing import Any
 
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.deploy.integrity import bundle_member, check_digest
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.latency.metadata import ReferenceInfo
 from ofa_deploy.space.arch import Arch, check_width_mult
 
-FORMAT = "ofa-deploy-bundle/2"
+FORMAT = "ofa-deploy-bundle/3"
 MANIFEST = "manifest.json"
 
 
@@ -112,4 +113,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable manifest ({exc})") from None
-    return Manifest.parse(document, path)
+    manifest = Manifest.parse(document, path)
+    check_digest(document, path)
+    for name in manifest.files:
+        bundle_member(directory, name, path)
+    return manifest

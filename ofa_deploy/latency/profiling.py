@@ -31,6 +31,7 @@ from pathlib import Path
 from ofa_deploy.backend.interface import Backend, TargetKind
 from ofa_deploy.backend.timing import Reference
 from ofa_deploy.errors import BadInputError, OFADeployError
+from ofa_deploy.files import output_lock
 from ofa_deploy.latency.metadata import ESTIMATED, TIMED, DriftPoint, ReferenceInfo, TableMetadata
 from ofa_deploy.latency.table import LatencyTable
 from ofa_deploy.space.arch import check_resolutions
@@ -143,7 +144,21 @@ def profile(
     progress: bool = True,
 ) -> LatencyTable:
     """Measure every key of ``plan`` not yet in the table at ``out``; returns the table.
-    ``metadata`` comes from :func:`profile_metadata` (which has checked the target)."""
+    ``metadata`` comes from :func:`profile_metadata` (which has checked the target). ``out`` is
+    locked while this runs: a second profile on the same file is refused (exit 2)."""
+    with output_lock(out):
+        return _profile_locked(backend, plan, out, metadata, resume, drift_every, progress)
+
+
+def _profile_locked(
+    backend: Backend,
+    plan: ProfilePlan,
+    out: Path,
+    metadata: TableMetadata,
+    resume: bool,
+    drift_every: int,
+    progress: bool,
+) -> LatencyTable:
     table = start_table(out, dataclasses.replace(metadata, width_mult=plan.width_mult), resume)
     table.metadata.resolutions = sorted(set(table.metadata.resolutions) | set(plan.resolutions))
     measured = {key: rec for t in table.tables.values() for key, rec in t.items()}

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import yaml
 
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.files import atomic_write_text
 from ofa_deploy.latency.metadata import OFFICIAL, TableMetadata
 from ofa_deploy.space.arch import (
     EXPAND_RATIOS,
@@ -297,21 +296,6 @@ def _check_entries(entries: dict, path: Path, value_field: str) -> None:
         value = record[value_field]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise BadInputError(f"{path}: entry '{key}' has an invalid latency {value!r}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class CompiledTable:

@@ -160,7 +160,9 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     compiled = []
     for budget, found in winners:
         directory = out / "bundles" / f"{budget:g}ms"
-        compiled.append((budget, found, compile_bundle(found.arch, backend, directory, w, opts.supernet, table=table)))
+        compiled.append(
+            (budget, found, compile_bundle(found.arch, backend, directory, w, opts.supernet, table=table, force=True))
+        )
     result.steps.append(("compile", time.time() - started))
     started = time.time()
     _say("[5/5] benchmarking the bundles")
