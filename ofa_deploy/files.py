@@ -44,6 +44,14 @@ def _write_error(path: Path, exc: OSError) -> OFADeployError:
     return BadInputError(f"{path}: cannot write ({exc.strerror or exc}); choose another output")
 
 
+def ensure_parent(path: Path) -> None:
+    """Create ``path``'s directory now, so an unusable output fails before any work (one line, exit 2)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(Path(path), exc) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that readers (and a kill -9) see the old file or the new one."""
     path = Path(path)
@@ -85,6 +93,17 @@ def atomic_directory(target: Path, force: bool = False):
         raise BadInputError(f"{target}: exists and is not empty; pass --force to replace it, or choose another --out")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    with output_lock(target):
+        # holding the lock, any partial build beside the target is a killed run's: remove it
+        for stale in target.parent.glob(f".{target.name}.*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield from _build_and_swap(target)
+
+
+def _build_and_swap(target: Path):
+    try:
         build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         os.chmod(build, dir_mode())
     except OSError as exc:
@@ -112,7 +131,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    try:  # a killed process nobody has reaped yet still answers signals: it is a zombie, not a writer
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 @contextmanager

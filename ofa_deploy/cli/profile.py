@@ -6,7 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_target_args, make_backend, parse_resolutions, resolve_profile, warn_if_busy
+from ofa_deploy.cli.common import (
+    WIDTH_MULT,
+    add_bounded,
+    add_target_args,
+    checked,
+    make_backend,
+    parse_resolutions,
+    resolve_profile,
+    warn_if_busy,
+)
 from ofa_deploy.cli.output import info, print_json
 
 
@@ -14,15 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile", help="measure a latency lookup table (LUT) on a target")
     add_target_args(p)
     p.add_argument("--resolutions", help="comma-separated resolutions or 'all' (default: the profile's)")
-    p.add_argument("--width-mult", type=float, help="1.0 or 1.2 (default: the profile's)")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default: the profile's)")
     p.add_argument("--out", required=True, help="LUT file to write (JSON)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.files import ensure_parent
+
+    ensure_parent(Path(args.out))  # an unusable --out fails before any measuring
     device = resolve_profile(args)
     with make_backend(args, device) as backend:
         return _profile(args, device, backend)
