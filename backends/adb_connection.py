@@ -200,9 +200,16 @@ class AdbConnection:
             device = adb_device.AdbDevice(_tcp_transport_class()(*address), self.settings.transport_timeout_s)
         else:
             require_module(BACKEND, EXTRA, "usb1", "libusb1")
-            device = adb_device.AdbDeviceUsb(
-                serial=self.settings.serial, default_transport_timeout_s=self.settings.transport_timeout_s
-            )
+            exc_module = require_module(BACKEND, EXTRA, "adb_shell.exceptions", "adb-shell")
+            try:
+                device = adb_device.AdbDeviceUsb(
+                    serial=self.settings.serial, default_transport_timeout_s=self.settings.transport_timeout_s
+                )
+            except (exc_module.InvalidTransportError, exc_module.UsbDeviceNotFoundError, OSError) as exc:
+                raise TargetUnavailableError(
+                    f"no phone to use: no --serial HOST:PORT was given and USB is unavailable ({str(exc)[:120]}); "
+                    "give --serial (Wi-Fi ADB) or connect a phone by USB (needs the system libusb-1.0)"
+                ) from None
         device.connect(
             rsa_keys=[signer],
             transport_timeout_s=self.settings.transport_timeout_s,

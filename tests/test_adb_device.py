@@ -306,3 +306,11 @@ def test_compile_and_benchmark_a_subnet_on_the_phone(adb_lut, profile_yaml, tmp_
     assert result["measured_ms"] > 0 and result["predicted_ms"] == manifest["predicted_latency"]["ms"]
     assert "error_percent" in result
     assert len(json.loads((bundle / "manifest.json").read_text())["measurements"]) == 1
+
+
+def test_no_serial_and_no_usb_phone_is_exit_3(env, device, tmp_path, capsys, monkeypatch):
+    """Without --serial the backend looks for a USB phone; none here (or no USB support): one line, exit 3."""
+    monkeypatch.setenv("OFA_DEPLOY_BENCHMARK_MODEL", str(device.stub))
+    code = main(["profile", "--backend", "adb", "--resolutions", "160", "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and "--serial" in err[0], err
