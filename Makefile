@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean wheel-check
+.PHONY: demo test lint bench clean wheel-check fuzz
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 # checkout, and run the CLI from outside it (devices, --version, compile, benchmark; no torch on --help).
 wheel-check: $(STAMP)
 	bash .ci/wheel_smoke.sh $(BIN)/python $(PYTHON)
+
+# Property-based fuzzing of every parser with 1000 examples each (make test runs a smaller number).
+fuzz: $(STAMP)
+	OFA_DEPLOY_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_parsers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ Failures (``ERROR:`` lines, a missing binary, a crash) become one line naming th
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -87,6 +88,11 @@ def _stats(line: str) -> dict[str, float]:
     if "count" in values and "min" not in values and "curr" in values:  # "(all same)" or a single run
         values.update(min=values["curr"], max=values["curr"], avg=values["curr"], std=0.0)
     return values
+
+
+def _count(value: float | None) -> int | None:
+    """A run count as printed (None when absent or not a count, e.g. an overflowing ``1e999``)."""
+    return int(value) if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def _summary(text: str) -> dict[str, float]:
@@ -164,7 +170,7 @@ def _table_rows(lines: list[str]) -> list[OpTiming]:
             continue
         numbers = [float(v.rstrip("%")) for v in match.group(2).split()]
         values = dict(zip(columns, numbers))
-        called = values.get("times called")
+        called = _count(values.get("times called"))
         rows.append(
             OpTiming(
                 node_type=match.group(1).strip(),
@@ -172,7 +178,7 @@ def _table_rows(lines: list[str]) -> list[OpTiming]:
                 first_ms=values.get("first"),
                 avg_ms=values.get("avg ms", numbers[0]),
                 percent=values.get("%"),
-                times_called=int(called) if called is not None else None,
+                times_called=called,
             )
         )
     return rows
@@ -191,7 +197,8 @@ def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResu
             old_summary = _summary(_OLD_SUMMARY.match(line).group(1))
         elif _STATS_LINE.match(line) and summary is None and old_summary is None:
             stats_lines.append(_stats(line))
-    stats_lines = [s for s in stats_lines if s.get("count", 0) > 0]
+    # the timed runs: a positive, finite count and an average (a line cut short has neither)
+    stats_lines = [s for s in stats_lines if _count(s.get("count")) and "avg" in s]
     timed = stats_lines[-1] if stats_lines else None
     warmup = stats_lines[-2] if len(stats_lines) > 1 else None
     if timed is None and summary is None and old_summary is None:
@@ -205,6 +212,8 @@ def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResu
         mean_us = old_summary["no stats"]
     else:
         raise BenchmarkFailedError(f"benchmark_model printed no inference time for {name}")
+    if not (math.isfinite(mean_us) and mean_us >= 0):
+        raise BenchmarkFailedError(f"benchmark_model printed an invalid inference time for {name}: {mean_us} us")
     both = {**(old_summary or {}), **(summary or {})}
 
     def ms(source: dict[str, float] | None, key: str) -> float | None:
@@ -214,7 +223,7 @@ def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResu
     return BenchmarkResult(
         mean_ms=mean_us * us,
         std_ms=ms(timed, "std"),
-        count=int(timed["count"]) if timed is not None else None,
+        count=_count(timed["count"]) if timed is not None else None,
         min_ms=ms(timed, "min"),
         max_ms=ms(timed, "max"),
         median_ms=ms(timed, "median"),
@@ -225,7 +234,7 @@ def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResu
         ),
         init_ms=ms(both, "init"),
         warmup_ms=warmup_avg,
-        warmup_count=int(warmup["count"]) if warmup is not None else None,
+        warmup_count=_count(warmup["count"]) if warmup is not None else None,
         model=model or (name if name != "the model" else None),
         ops=_op_table(lines),
     )

@@ -16,7 +16,7 @@ import yaml
 
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.registry import backend_class
-from ofa_deploy.backend.settings import parse_settings
+from ofa_deploy.backend.settings import parse_settings, short_repr
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions, check_width_mult
@@ -65,19 +65,37 @@ def builtin_profile_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+def _check_keys(mapping: dict, source: str, where: str) -> None:
+    """YAML allows any key (numbers, null, lists): a profile's keys are names."""
+    for key in mapping:
+        if not isinstance(key, str):
+            raise BadInputError(f"{source}: {where}key {short_repr(key)} is not a name (a string)")
+
+
 def parse_profile(data: Any, source: str) -> DeviceProfile:
     if not isinstance(data, dict):
         raise BadInputError(f"{source}: a device profile must be a YAML mapping")
+    _check_keys(data, source, "")
     unknown = set(data) - _KEYS
     if unknown:
         raise BadInputError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
     for required in ("name", "backend"):
         if not data.get(required):
             raise BadInputError(f"{source}: device profile needs '{required}'")
-    timing = TimingOptions.from_dict(data.get("timing") or {}, source)
+    for name in ("name", "backend", "description"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise BadInputError(f"{source}: '{name}' must be a string, got {short_repr(data[name])}")
+    for name in ("name", "backend"):  # they appear in messages and commands: one printable line
+        if not data[name].isprintable():
+            raise BadInputError(f"{source}: '{name}' is {short_repr(data[name])}, not a name on one line")
+    timing = data.get("timing") or {}
+    if isinstance(timing, dict):
+        _check_keys(timing, source, "'timing' ")
+    timing = TimingOptions.from_dict(timing, source)
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
         raise BadInputError(f"{source}: 'settings' must be a mapping")
+    _check_keys(settings, source, "'settings' ")
     try:
         cls = backend_class(str(data["backend"]))
     except BadInputError as exc:
@@ -94,7 +112,7 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
         raise BadInputError(f"{source}: {exc}") from None
     return DeviceProfile(
         name=str(data["name"]),
-        description=str(data.get("description", "")),
+        description=data.get("description") or "",
         backend=str(data["backend"]),
         width_mult=check_width_mult(data.get("width_mult", 1.0), source),
         resolutions=res,
@@ -110,7 +128,11 @@ def load_profile(name_or_path: str) -> DeviceProfile:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise BadInputError(f"{path}: no such device profile file")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{source}: cannot read device profile ({exc})") from None
     else:
         entry = _builtin_dir() / f"{name_or_path}.yaml"
         if not entry.is_file():
@@ -121,8 +143,9 @@ def load_profile(name_or_path: str) -> DeviceProfile:
         text, source = entry.read_text(), f"device_profiles/{name_or_path}.yaml"
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInputError(f"{source}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # also: a 4300-digit int, nesting too deep
+        first = str(exc).strip().splitlines()
+        raise BadInputError(f"{source}: invalid YAML ({first[0] if first else type(exc).__name__})") from None
     return parse_profile(data, source)
 
 

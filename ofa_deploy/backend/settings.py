@@ -9,6 +9,7 @@ naming the source (profile file, ``--flag``) and the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -52,11 +53,26 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"{name}: expected a finite number, got {short_repr(value)}")
+            return number
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    raise ValueError(f"{name}: expected {expected}, got {short_repr(value)}")
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an error message stays one short line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_settings(cls: type[S], data: Mapping[str, Any] | None, source: str) -> S:
@@ -65,12 +81,14 @@ def parse_settings(cls: type[S], data: Mapping[str, Any] | None, source: str) ->
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise BadInputError(f"{source}: unknown setting(s) {sorted(unknown)}; known: {sorted(fields) or 'none'}")
+        names = sorted(unknown, key=str)  # YAML keys need not be strings
+        raise BadInputError(f"{source}: unknown setting(s) {names}; known: {sorted(fields) or 'none'}")
     hints = typing.get_type_hints(cls)
     try:
         values = {name: _coerce(name, value, hints[name]) for name, value in data.items()}
         instance = cls(**values)
         instance.validate()
-    except ValueError as exc:
-        raise BadInputError(f"{source}: setting {exc}") from None
+    except ValueError as exc:  # one line, whatever a backend's validate() quoted
+        text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        raise BadInputError(f"{source}: setting {text}") from None
     return instance

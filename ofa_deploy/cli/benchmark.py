@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_backend_flags
+from ofa_deploy.cli.common import INSTANCES, ROUNDS, THREADS, add_backend_flags, add_bounded, checked
 from ofa_deploy.cli.output import print_json
 
 
@@ -15,14 +15,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
     p.add_argument("--device", help="device profile name or YAML path")
     p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--runs", type=int)
-    p.add_argument("--instances", type=int, default=None, help="model instances to alternate between (default 3)")
+    add_bounded(p, "--threads", THREADS, "inference threads (default: as compiled)")
+    add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
+    add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled)")
+    add_bounded(p, "--instances", INSTANCES, "model instances to alternate between (default 3)")
     p.add_argument("--verify-key", help="Ed25519 public key (PEM): refuse the bundle unless its signature verifies")
     add_backend_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:

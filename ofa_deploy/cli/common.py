@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ofa_deploy.backend.host import busy_warning
@@ -12,10 +16,153 @@ from ofa_deploy.backend.profiles import DeviceProfile, default_profile_for, load
 from ofa_deploy.backend.registry import create_backend, loadable_backends
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions
+from ofa_deploy.space.arch import RESOLUTIONS, WIDTH_MULTS, check_resolutions, check_width_mult
 
 log = logging.getLogger("ofa_deploy")
 _REFUSED_FLAGS: set[tuple[str, str]] = set()
+_BOUNDS = "bounded_flags_"  # the namespace attribute listing a verb's bounded flags
+
+
+# ---------------------------------------------------------------------- numeric flags and their ranges
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric flag accepts. It is the flag's argparse ``type`` (parsing only: a value
+    that is no number at all is argparse's usage error), and :func:`check_bounds` checks the range
+    before the verb does any work: one line naming the flag, the range and the value (exit 2)."""
+
+    kind: type = int  # int or float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # ``low`` itself excluded
+    high_open: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"greater than {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"less than {_number(self.high)}" if self.high_open else f"at most {_number(self.high)}")
+        noun = "an integer" if self.kind is int else "a finite number"
+        return f"{noun}, {' and '.join(parts)}" if parts else noun
+
+    def short(self) -> str:
+        """The range as ``--help`` shows it: ``4..100000``, ``> 0``, ``0 < x < 1``."""
+        low = None if self.low is None else _number(self.low)
+        high = None if self.high is None else _number(self.high)
+        if low is not None and high is not None:
+            if not self.low_open and not self.high_open:
+                return f"{low}..{high}"
+            return f"{low} {'<' if self.low_open else '<='} x {'<' if self.high_open else '<='} {high}"
+        if low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'<' if self.high_open else '<='} {high}" if high is not None else "any"
+
+    def parse_one(self, text: str) -> Any:
+        try:
+            return self.kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {self.describe()}") from None
+
+    def __call__(self, text: str) -> Any:
+        return self.parse_one(text)
+
+    def valid(self, value: Any) -> bool:
+        if self.kind is float and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, flag: str, value: Any) -> None:
+        if not self.valid(value):
+            raise BadInputError(f"{flag} must be {self.describe()}; got {_number(value)}")
+
+
+@dataclass(frozen=True)
+class BoundList(Bound):
+    """A comma-separated list whose every value is in the range (``--budgets 10,20``, ``--hidden 400,400``)."""
+
+    def describe(self) -> str:
+        return f"comma-separated, each {super().describe()}"
+
+    def short(self) -> str:
+        return f"each {super().short()}"
+
+    def __call__(self, text: str) -> tuple:
+        values = tuple(self.parse_one(part) for part in text.split(",") if part.strip())
+        if not values:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {self.describe()}")
+        return values
+
+    def check(self, flag: str, value: Any) -> None:
+        for one in value:
+            if not self.valid(one):
+                raise BadInputError(f"{flag} values must each be {super().describe()}; got {_number(one)}")
+
+
+@dataclass(frozen=True)
+class WidthMultBound(Bound):
+    kind: type = float
+
+    def describe(self) -> str:
+        return " or ".join(str(w) for w in WIDTH_MULTS)
+
+    def short(self) -> str:
+        return self.describe()
+
+    def check(self, flag: str, value: Any) -> None:
+        check_width_mult(value, flag)
+
+
+THREADS = Bound(int, 1, 1024)
+ROUNDS = Bound(int, 1, 10_000)  # --rounds and --runs
+INSTANCES = Bound(int, 1, 100)
+SEED = Bound(int, 0, 2**32 - 1)
+POPULATION = Bound(int, 4, 100_000)
+GENERATIONS = Bound(int, 1, 100_000)
+SAMPLES = Bound(int, 4, 10_000)
+EPOCHS = Bound(int, 1, 100_000)
+CALIB_IMAGES = Bound(int, 1, 100_000)  # compile --calib-images
+POSITIVE = Bound(float, 0.0, low_open=True)  # latency limits, budgets, FLOPs/params/memory limits
+SHARE = Bound(float, 0.0, 1.0, low_open=True, high_open=True)
+LAYER_SIZES = BoundList(int, 1, 100_000)
+BUDGETS = BoundList(float, 0.0, low_open=True)
+WIDTH_MULT = WidthMultBound()
+
+
+def add_bounded(p: argparse.ArgumentParser, flag: str, bound: Bound, help: str = "", **kwargs: Any) -> None:
+    """``p.add_argument(flag, type=bound)`` with the range in ``--help``, checked by :func:`checked`."""
+    text = f"{help}; allowed: {bound.short()}" if help else f"allowed: {bound.short()}"
+    action = p.add_argument(flag, type=bound, help=text, **kwargs)
+    bounds = dict(p.get_default(_BOUNDS) or {})
+    bounds[action.dest] = (flag, bound)
+    p.set_defaults(**{_BOUNDS: bounds})
+
+
+def check_bounds(args: argparse.Namespace) -> None:
+    """Every bounded flag given (or defaulted) in its range, else one line naming it (exit 2)."""
+    for dest, (flag, bound) in (getattr(args, _BOUNDS, None) or {}).items():
+        value = getattr(args, dest, None)
+        for one in value if isinstance(value, list) else [value]:  # action="append" flags: every value
+            if one is not None:
+                bound.check(flag, one)
+
+
+def checked(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A verb's ``run`` that first checks its bounded flags, before any work (``set_defaults(run=checked(run))``)."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        check_bounds(args)
+        return run(args)
+
+    return wrapper
 
 
 def parse_resolutions(text: str) -> tuple[int, ...]:
@@ -67,11 +214,18 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
 def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) -> None:
     p.add_argument("--backend", required=backend_required, help="backend name (see `ofa-deploy devices`)")
     p.add_argument("--device", help="device profile name or YAML path (sets backend, timing and settings)")
-    p.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
-    p.add_argument("--rounds", type=int, help="timing rounds per model (default: the profile's)")
-    p.add_argument("--runs", type=int, help="timed runs per round (default: the profile's)")
-    p.add_argument("--instances", type=int, help="model instances the rounds alternate between")
+    add_timing_args(p)
     add_backend_flags(p)
+
+
+def add_timing_args(p: argparse.ArgumentParser, instances_default: str = "the profile's") -> None:
+    """``--threads``, ``--rounds``, ``--runs``, ``--instances``: bounded, checked before any work."""
+    add_bounded(p, "--threads", THREADS, "inference threads (default: the profile's)")
+    add_bounded(p, "--rounds", ROUNDS, "timing rounds per model (default: the profile's)")
+    add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: the profile's)")
+    add_bounded(
+        p, "--instances", INSTANCES, f"model instances the rounds alternate between (default {instances_default})"
+    )
 
 
 def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any], list[str]]:
@@ -134,7 +288,11 @@ def make_backend(
 
 
 def warn_if_busy(backend: Backend) -> None:
-    """One warning line when this machine's load would bias timings taken on it."""
-    busy = busy_warning() if backend.times_on_host else None
+    """One warning line when this machine's load would bias timings taken on it (after the backend's
+    runtime is known to be usable: a missing runtime is the one error line, with no warning before it)."""
+    if not backend.times_on_host:
+        return
+    backend.check()  # host runtimes: cheap, and it raises the missing-runtime error (exit 3)
+    busy = busy_warning()
     if busy:
         log.warning("warning: %s", busy)

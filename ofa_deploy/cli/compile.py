@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_target_args
+from ofa_deploy.cli.common import CALIB_IMAGES, WIDTH_MULT, add_bounded, add_target_args, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,15 +15,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--supernet", help="supernet checkpoint (official OFA layout or the toolkit's); without it, random weights"
     )
-    p.add_argument("--width-mult", type=float, help="1.0 or 1.2 (default: from the checkpoint or the arch file)")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default: from the checkpoint or the arch file)")
     p.add_argument("--calib-data", help="ImageFolder directory to re-calibrate BatchNorm statistics on")
-    p.add_argument("--calib-images", type=int, default=256, help="images used for BN re-calibration")
+    add_bounded(p, "--calib-images", CALIB_IMAGES, "images used for BN re-calibration (default 256)", default=256)
     p.add_argument("--lut", help="latency table for the predicted latency recorded in the manifest")
     p.add_argument("--out", required=True, help="bundle directory to write (built beside it, put in place when done)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out as a whole")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (writes manifest.sig)")
     p.add_argument("--json", action="store_true", help="print the manifest")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:

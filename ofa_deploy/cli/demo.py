@@ -7,30 +7,48 @@ import os
 import time
 from pathlib import Path
 
+from ofa_deploy.cli.common import (
+    BUDGETS,
+    GENERATIONS,
+    SAMPLES,
+    THREADS,
+    WIDTH_MULT,
+    add_bounded,
+    checked,
+)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="profile, validate, search, compile and benchmark on this machine")
     p.add_argument("--out", default="demo-output", help="output folder (default ./demo-output)")
     p.add_argument("--device", default="host-cpu", help="device profile (default host-cpu: ONNX Runtime)")
     p.add_argument("--resolutions", default="160,176,192", help="resolutions to profile and search")
-    p.add_argument("--width-mult", type=float, default=1.0)
-    p.add_argument("--samples", type=int, default=24, help="sub-networks for validation")
-    p.add_argument("--budgets", help="comma-separated latency budgets in ms (default: three, spread over the range)")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default 1.0)", default=1.0)
+    add_bounded(p, "--samples", SAMPLES, "sub-networks for validation (default 24)", default=24)
+    add_bounded(p, "--budgets", BUDGETS, "latency budgets in ms (default: three, spread over the range)")
     p.add_argument("--accuracy-predictor", help="accuracy predictor (else FLOPs is maximised as a proxy)")
     p.add_argument("--supernet", help="supernet checkpoint for the bundles' weights (else random weights)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--generations", type=int, default=300)
+    add_bounded(p, "--threads", THREADS, "inference threads (default: the profile's)")
+    add_bounded(p, "--generations", GENERATIONS, "search generations (default 300)", default=300)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.cli.common import parse_resolutions
     from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.errors import BadInputError
     from ofa_deploy.reports.demo import DemoOptions, run_demo
     from ofa_deploy.reports.markdown import write_report
 
-    budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets else None
+    budgets = tuple(args.budgets) if args.budgets else None
+    # inputs read late in the pipeline are checked now, before minutes of profiling and validation
+    if args.accuracy_predictor:
+        from ofa_deploy.search.predictors import load_accuracy_predictor
+
+        load_accuracy_predictor(args.accuracy_predictor)
+    if args.supernet and not Path(args.supernet).is_file():
+        raise BadInputError(f"{args.supernet}: no such supernet checkpoint (--supernet)")
     opts = DemoOptions(
         out=Path(args.out),
         device=args.device,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_target_args
+from ofa_deploy.cli.common import add_target_args, checked
 
 TOP_LAYERS = 12
 
@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-dpu", action="store_true", help="latency and throughput for every DPU size, 1-4 cores")
     p.add_argument("--plot", help="with --sweep-dpu: write the design-space plot to this PNG")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("extract", help="extract a sub-network (net.config + weights) from a supernet")
@@ -16,10 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--supernet", help="supernet checkpoint (official OFA layout or the toolkit's)")
     src.add_argument("--random-weights", action="store_true", help="no checkpoint: random weights (for latency work)")
-    p.add_argument("--width-mult", type=float, default=None, help="1.0 or 1.2 (default: from the checkpoint)")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default: from the checkpoint)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="FLOPs, parameters and peak memory of an arch")
     p.add_argument("--arch", required=True, help="Arch JSON file ({ks, e, d, r})")
-    p.add_argument("--width-mult", type=float, default=None, help="1.0 or 1.2 (default: the file's, else 1.0)")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default: the file's, else 1.0)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:

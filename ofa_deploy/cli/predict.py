@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
     p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
     p.add_argument("--arch", required=True, help="Arch JSON file")
-    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUT")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "override the width multiplier inferred from the LUT")
     p.add_argument("--uncalibrated", action="store_true", help="ignore the LUT's calibration")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.table import load_lut
-    from ofa_deploy.space.arch import load_arch_file
+    from ofa_deploy.space.arch import load_arch_file, width_mult_from
 
     table = load_lut(args.lut, args.width_mult)
     arch, data = load_arch_file(args.arch)
-    if "width_mult" in data and args.width_mult is None and float(data["width_mult"]) != table.width_mult:
+    if "width_mult" in data and args.width_mult is None and width_mult_from(data, None, args.arch) != table.width_mult:
         raise BadInputError(
             f"{args.arch} is for width multiplier {data['width_mult']} but {args.lut} is for {table.width_mult}"
         )

@@ -7,25 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa_deploy.cli.common import GENERATIONS, POPULATION, POSITIVE, SEED, WIDTH_MULT, add_bounded, checked
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="search the best sub-network under latency and other constraints")
     p.add_argument("--lut", action="append", required=True, help="latency table; repeat for several devices")
-    p.add_argument(
-        "--latency-ms",
-        action="append",
-        type=float,
-        required=True,
-        help="latency limit for the matching --lut (same order)",
+    add_bounded(
+        p, "--latency-ms", POSITIVE, "latency limit for the matching --lut (same order)", action="append", required=True
     )
     p.add_argument("--accuracy-predictor", help="official acc_predictor.pth or a toolkit .npz (else FLOPs proxy)")
-    p.add_argument("--flops-max", type=float, help="max MFLOPs (multiply-accumulates)")
-    p.add_argument("--params-max", type=float, help="max parameters, in millions")
-    p.add_argument("--memory-max", type=float, help="max peak activation memory, in MiB")
-    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUTs")
-    p.add_argument("--population", type=int, default=100)
-    p.add_argument("--generations", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    add_bounded(p, "--flops-max", POSITIVE, "max MFLOPs (multiply-accumulates)")
+    add_bounded(p, "--params-max", POSITIVE, "max parameters, in millions")
+    add_bounded(p, "--memory-max", POSITIVE, "max peak activation memory, in MiB")
+    add_bounded(p, "--width-mult", WIDTH_MULT, "override the width multiplier inferred from the LUTs")
+    add_bounded(p, "--population", POPULATION, "population size (default 100)", default=100)
+    add_bounded(p, "--generations", GENERATIONS, "generations to evolve (default 500)", default=500)
+    add_bounded(p, "--seed", SEED, "random seed (default 0)", default=0)
     p.add_argument(
         "--pareto",
         action="store_true",
@@ -34,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="Arch JSON to write (with its predicted metrics)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def _unique_names(tables) -> list[str]:
@@ -66,15 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.lut) != len(args.latency_ms):
         raise BadInputError(f"give one --latency-ms per --lut ({len(args.lut)} --lut, {len(args.latency_ms)} limits)")
-    for limit in args.latency_ms:
-        if not limit > 0:
-            raise BadInputError(f"--latency-ms must be positive, got {limit}")
     tables = [load_lut(path, args.width_mult) for path in args.lut]
     widths = {t.width_mult for t in tables}
     if len(widths) > 1:
         raise BadInputError(f"the LUTs are for different width multipliers {sorted(widths)}; pass --width-mult")
     width_mult = check_width_mult(widths.pop())
     resolutions = common_resolutions(tables, RESOLUTIONS)
+    for t in tables:  # every key of the searched resolutions (and of those an interrupted profile left out)
+        t.check_complete(sorted(set(resolutions) | set(t.metadata.resolutions)))
     names = _unique_names(tables)
     latency = [latency_constraint(t, limit, n) for t, limit, n in zip(tables, args.latency_ms, names)]
     others = [

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ofa_deploy.cli.common import EPOCHS, LAYER_SIZES, SEED, SHARE, add_bounded, checked
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-predictor", help="train an accuracy predictor from [arch, accuracy] data")
     p.add_argument("--data", required=True, help="CSV or JSONL: arch fields (ks, e, d, r) plus 'accuracy'")
     p.add_argument("--out", required=True, help="predictor file to write (.npz)")
-    p.add_argument("--hidden", default="400,400,400", help="hidden layer sizes (default 400,400,400)")
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--held-out", type=float, default=0.2, help="share of records held out for the metrics")
-    p.add_argument("--seed", type=int, default=0)
+    add_bounded(p, "--hidden", LAYER_SIZES, "hidden layer sizes (default 400,400,400)", default="400,400,400")
+    add_bounded(p, "--epochs", EPOCHS, "training epochs (default 300)", default=300)
+    add_bounded(p, "--held-out", SHARE, "share of records held out for the metrics (default 0.2)", default=0.2)
+    add_bounded(p, "--seed", SEED, "random seed (default 0)", default=0)
     p.add_argument("--json", action="store_true", help="print the held-out metrics as JSON")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,12 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.search.predictors import load_dataset, train_predictor
 
-    try:
-        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
-    except ValueError:
-        raise BadInputError(f"--hidden: '{args.hidden}' is not a comma-separated list of layer sizes") from None
-    if not hidden or min(hidden) < 1 or args.epochs < 1 or not 0 < args.held_out < 1:
-        raise BadInputError("--hidden sizes and --epochs must be positive, --held-out between 0 and 1")
+    hidden = tuple(args.hidden)  # parsed and range-checked with the other flags, before any work
     out = Path(args.out)
     if out.suffix != ".npz":
         raise BadInputError(f"--out: predictors are saved as .npz (plain arrays, no pickles), got '{out.name}'")

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import add_target_args
+from ofa_deploy.cli.common import SAMPLES, SEED, WIDTH_MULT, add_bounded, add_target_args, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("validate", help="check a LUT against end-to-end measurements and calibrate it")
     p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
     add_target_args(p)
-    p.add_argument("--width-mult", type=float, help="override the width multiplier inferred from the LUT")
-    p.add_argument("--samples", type=int, default=20, help="number of sub-networks (default 20)")
-    p.add_argument("--seed", type=int, default=0)
+    add_bounded(p, "--width-mult", WIDTH_MULT, "override the width multiplier inferred from the LUT")
+    add_bounded(p, "--samples", SAMPLES, "number of sub-networks (default 20)", default=20)
+    add_bounded(p, "--seed", SEED, "random seed (default 0)", default=0)
     p.add_argument("--out", required=True, help="directory for report.json, measurements.csv, scatter.png")
     p.add_argument("--no-save", action="store_true", help="do not store the calibration in the LUT")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
-    p.set_defaults(run=run)
+    p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.latency.validation import validate, write_outputs
 
     table = load_lut(args.lut, args.width_mult)
+    table.check_complete()  # an interrupted profile: name a missing key and --resume before measuring anything
     lut_backend = table.metadata.backend
     if args.backend is None and args.device is None and lut_backend:
         args.backend = lut_backend

@@ -7,6 +7,7 @@ Every field is checked when a table is loaded; a missing, unknown or mistyped fi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,9 +15,30 @@ from typing import Any
 from ofa_deploy import __version__
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.space.arch import RESOLUTIONS, check_width_mult
 
 OFFICIAL, CONVERTED = "official", "converted"  # ``format``: an official YAML table, or a toolkit copy of one
 TIMED, ESTIMATED = "timed", "estimated"  # ``measurement``: timed on the target, or from an analytical model
+
+
+def finite_number(value: Any) -> bool:
+    """A JSON/YAML number (not a bool) that is finite as a float: NaN, inf and integers beyond the
+    float range (``10**400``, which ``math.isfinite`` cannot even convert) are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` for an error line, cut short (a 5000-digit number stays one readable line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def utc_now() -> str:
@@ -90,9 +112,9 @@ class TableMetadata:
             raise BadInputError(f"{where} has unknown field(s) {sorted(unknown)}")
 
         def get(name: str, kinds: type | tuple[type, ...], default: Any = None) -> Any:
-            value = data.get(name, default)
-            if value is None or value is default:
-                return value
+            value = data.get(name)
+            if value is None:  # absent or null: the default
+                return default
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise BadInputError(f"{where}: field '{name}' has the wrong type ({type(value).__name__})")
             return value
@@ -101,32 +123,56 @@ class TableMetadata:
         if reference is not None:
             try:
                 reference = ReferenceInfo(str(reference["key"]), float(reference["baseline_ms"]))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise BadInputError(f"{where}: field 'reference' needs 'key' and a numeric 'baseline_ms'") from None
+            if not (math.isfinite(reference.baseline_ms) and reference.baseline_ms > 0):
+                raise BadInputError(
+                    f"{where}: field 'reference' has baseline_ms={reference.baseline_ms!r} "
+                    "(must be a finite number > 0)"
+                )
         drift = []
         for point in get("drift", list, []):
             try:
                 ms = point.get("ms")
                 drift.append(DriftPoint(int(point["after_keys"]), None if ms is None else float(ms), float(point["t"])))
-            except (AttributeError, KeyError, TypeError, ValueError):
-                raise BadInputError(f"{where}: field 'drift' holds an invalid entry {point!r}") from None
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+                raise BadInputError(f"{where}: field 'drift' holds an invalid entry {shown(point)}") from None
+            if drift[-1].ms is not None and not (math.isfinite(drift[-1].ms) and drift[-1].ms >= 0):
+                raise BadInputError(f"{where}: field 'drift' holds an invalid latency ms={drift[-1].ms!r}")
         timing = get("timing", dict)
         resolutions = get("resolutions", list, [])
         if not all(isinstance(r, int) and not isinstance(r, bool) for r in resolutions):
             raise BadInputError(f"{where}: field 'resolutions' must list integers")
+        outside = [r for r in resolutions if r not in RESOLUTIONS]
+        if outside:
+            raise BadInputError(
+                f"{where}: field 'resolutions' holds {outside[0]}, not a resolution of the space "
+                f"({RESOLUTIONS[0]}..{RESOLUTIONS[-1]} step 4)"
+            )
         measurement = get("measurement", str, TIMED)
         if measurement not in (TIMED, ESTIMATED):
             raise BadInputError(f"{where}: field 'measurement' must be '{TIMED}' or '{ESTIMATED}'")
         overhead = get("call_overhead_ms", (int, float))
+        if overhead is not None and not (finite_number(overhead) and overhead >= 0):
+            raise BadInputError(
+                f"{where}: field 'call_overhead_ms' is {shown(overhead)} (must be a finite number >= 0 ms)"
+            )
+        threads = get("threads", int)
+        if threads is not None and threads < 1:
+            raise BadInputError(f"{where}: field 'threads' is {shown(threads)} (must be a positive integer)")
         width = get("width_mult", (int, float))
+        if width is not None:
+            if not finite_number(width):
+                raise BadInputError(f"{where}: field 'width_mult' is {shown(width)} (must be one of 1.0, 1.2)")
+            width = check_width_mult(width, f"{where}: field 'width_mult'")
         return cls(
             device=get("device", str),
             backend=get("backend", str),
             runtime=get("runtime", str),
             runtime_version=get("runtime_version", str),
-            threads=get("threads", int),
+            threads=threads,
             timing=None if timing is None else TimingOptions.from_dict(timing, where),
-            settings=dict(get("settings", dict, {})),
+            settings=dict(get("settings", dict, {})),  # null: no settings
             measurement=measurement,
             width_mult=None if width is None else float(width),
             resolutions=list(resolutions),

@@ -52,6 +52,8 @@ def latency_constraint(table: LatencyTable, limit_ms: float, name: str | None = 
     compiled = table.compiled()
 
     def minimum(resolutions: Sequence[int]) -> tuple[float, Arch]:
+        # a table missing keys (an interrupted profile) has no exact minimum: name a missing key and --resume
+        table.check_complete(resolutions)
         value, arch = compiled.slot_table.minimum(np.asarray(resolutions))
         if table.calibration is not None:
             value = float(table.calibration.apply(value))

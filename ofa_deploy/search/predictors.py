@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +55,27 @@ class MLPPredictor:
 
     def __post_init__(self) -> None:
         if self.encoding != ENCODING:
-            raise BadInputError(f"{self.source}: unknown encoding '{self.encoding}' (this toolkit knows {ENCODING})")
+            raise BadInputError(f"{self.source}: unknown encoding {self.encoding!r} (this toolkit knows {ENCODING})")
+        if not self.weights or len(self.weights) != len(self.biases):
+            raise BadInputError(
+                f"{self.source}: {len(self.weights)} weight and {len(self.biases)} bias arrays; expected one of each "
+                "per layer"
+            )
         expected_in = 128
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if w.ndim != 2 or w.shape[1] != expected_in or b.shape != (w.shape[0],):
+            w, b = np.asarray(w), np.asarray(b)
+            if w.ndim != 2 or w.shape[1] != expected_in or w.shape[0] < 1 or b.shape != (w.shape[0],):
                 raise BadInputError(
                     f"{self.source}: layer {i} has weight {tuple(w.shape)} / bias {tuple(b.shape)}; "
                     f"expected ({'N'}, {expected_in}) / (N,)"
                 )
+            for what, array in (("weight", w), ("bias", b)):
+                if array.dtype.kind not in "iuf":
+                    raise BadInputError(f"{self.source}: layer {i} {what} holds {array.dtype} values, not real numbers")
+            w, b = w.astype(np.float32), b.astype(np.float32)
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise BadInputError(f"{self.source}: layer {i} holds NaN or infinite values (or values beyond float32)")
+            self.weights[i], self.biases[i] = w, b
             expected_in = w.shape[0]
         if expected_in != 1:
             raise BadInputError(f"{self.source}: the last layer must have one output, has {expected_in}")
@@ -89,6 +104,11 @@ class MLPPredictor:
             np.savez(f, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def load_official(path: str | Path) -> MLPPredictor:
     """The official ``acc_predictor.pth`` (torch state_dict, keys 0./2./4./6.)."""
     import torch
@@ -96,17 +116,21 @@ def load_official(path: str | Path) -> MLPPredictor:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise BadInputError(f"{path}: not a readable accuracy predictor ({str(exc).splitlines()[0]})") from None
+        raise BadInputError(f"{path}: not a readable accuracy predictor ({_first_line(exc)})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    indices = sorted({int(k.split(".")[0]) for k in state if k.split(".")[0].isdigit()})
-    try:
-        weights = [state[f"{i}.weight"].float().numpy() for i in indices]
-        biases = [state[f"{i}.bias"].float().numpy() for i in indices]
-    except (KeyError, AttributeError):
-        raise BadInputError(f"{path}: expected an MLP state_dict with keys like '0.weight', '0.bias'") from None
-    if not weights:
-        raise BadInputError(f"{path}: no MLP layers found (keys {sorted(state)[:4]})")
+    expected = f"{path}: expected an MLP state_dict with keys like '0.weight', '0.bias'"
+    if not isinstance(state, dict):
+        raise BadInputError(f"{expected}, got {type(state).__name__}")
+    prefixes = {k.split(".")[0] for k in state if isinstance(k, str)}
+    indices = sorted(int(p) for p in prefixes if re.fullmatch(r"[0-9]{1,9}", p))
+    tensors = [(state.get(f"{i}.weight"), state.get(f"{i}.bias")) for i in indices]
+    if any(not isinstance(t, torch.Tensor) or t.is_complex() for pair in tensors for t in pair):
+        raise BadInputError(f"{expected} holding real-valued tensors")
+    if not tensors:
+        raise BadInputError(f"{path}: no MLP layers found (keys {sorted(map(str, state))[:4]})")
+    weights = [w.float().numpy() for w, _ in tensors]
+    biases = [b.float().numpy() for _, b in tensors]
     return MLPPredictor(weights, biases, meta={"origin": "official OFA tutorial predictor"}, source=str(path))
 
 
@@ -117,16 +141,29 @@ def load_accuracy_predictor(path: str | Path) -> MLPPredictor:
         raise BadInputError(f"{path}: no such accuracy predictor file")
     if path.suffix != ".npz":
         return load_official(path)
+    unreadable = f"{path}: not a readable ofa-deploy accuracy predictor"
     try:
         data = np.load(path, allow_pickle=False)
-        header = json.loads(bytes(data["header"]).decode())
-        n = int(header["layers"])
-        weights = [data[f"w{i}"] for i in range(n)]
-        biases = [data[f"b{i}"] for i in range(n)]
-    except (OSError, ValueError, KeyError) as exc:
-        raise BadInputError(f"{path}: not a readable ofa-deploy accuracy predictor ({exc})") from None
-    if header.get("format") != FORMAT:
-        raise BadInputError(f"{path}: unknown predictor format {header.get('format')!r}")
+    except Exception as exc:  # numpy, zipfile and zlib raise many types for a damaged file
+        raise BadInputError(f"{unreadable} ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise BadInputError(f"{unreadable} (a single array, not an .npz archive)")
+    with data:
+        try:
+            header = json.loads(data["header"].tobytes().decode())
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            if header.get("format") != FORMAT:
+                raise BadInputError(f"{path}: unknown predictor format {header.get('format')!r}")
+            n = header.get("layers")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(data.files):
+                raise ValueError(f"'layers' is {n!r}, not a layer count")
+            weights = [data[f"w{i}"] for i in range(n)]
+            biases = [data[f"b{i}"] for i in range(n)]
+        except BadInputError:
+            raise
+        except Exception as exc:  # a missing or damaged array, a header that is not JSON
+            raise BadInputError(f"{unreadable} ({type(exc).__name__}: {_first_line(exc)})") from None
     meta = {k: v for k, v in header.items() if k not in ("format", "encoding", "layers")}
     return MLPPredictor(weights, biases, encoding=header.get("encoding", ""), meta=meta, source=str(path))
 
@@ -143,8 +180,11 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such dataset file")
-    records: list[dict[str, Any]] = []
-    text = path.read_text()
+    records: list[Any] = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read the dataset ({exc})") from None
     if path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -152,18 +192,39 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise BadInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                except (ValueError, RecursionError) as exc:  # a 4300-digit integer, nesting too deep
+                    raise BadInputError(f"{path}:{n}: not readable JSON ({type(exc).__name__})") from None
     else:
-        for row in csv.DictReader(text.splitlines()):
-            records.append({k: _csv_value(v) for k, v in row.items()})
+        try:
+            rows = list(csv.DictReader(text.splitlines()))
+        except csv.Error as exc:
+            raise BadInputError(f"{path}: not readable CSV ({exc})") from None
+        for n, row in enumerate(rows, 2):  # line 1 is the header
+            if None in row or None in row.values():
+                raise BadInputError(f"{path}:{n}: the row does not have the header's {len(row) - (None in row)} fields")
+            try:
+                records.append({k: _csv_value(v) for k, v in row.items()})
+            except ValueError as exc:
+                raise BadInputError(f"{path}:{n}: {exc}") from None
     archs, accs = [], []
     for n, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise BadInputError(f"{path}: record {n} is not an object with arch fields and 'accuracy'")
         if "accuracy" not in record:
             raise BadInputError(f"{path}: record {n} has no 'accuracy'")
         archs.append(Arch.from_dict(record, source=f"{path} record {n}"))
+        value = record["accuracy"]
         try:
-            accs.append(float(record["accuracy"]))
-        except (TypeError, ValueError):
-            raise BadInputError(f"{path}: record {n} has a non-numeric accuracy {record['accuracy']!r}") from None
+            if isinstance(value, bool):
+                raise TypeError
+            accuracy = float(value)
+        except (TypeError, ValueError, OverflowError):
+            accuracy = math.nan
+        if not 0 <= accuracy <= 100:
+            raise BadInputError(
+                f"{path}: record {n} has accuracy {str(value)[:40]!r}; expected a number from 0 to 1 (or a percentage)"
+            )
+        accs.append(accuracy)
     if len(archs) < 10:
         raise BadInputError(f"{path}: {len(archs)} records; at least 10 are needed to train and hold some out")
     acc = np.asarray(accs, dtype=np.float32)
@@ -173,12 +234,19 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
 
 
 def _csv_value(text: str) -> Any:
+    """A CSV cell: a JSON list, a space/semicolon separated list of integers, a number or text (ValueError)."""
     text = text.strip()
     if text.startswith("["):
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{text[:40]!r} is not a JSON list ({type(exc).__name__})") from None
     parts = text.replace(";", " ").split()
     if len(parts) > 1:
-        return [int(p) for p in parts]
+        try:
+            return [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"{text[:40]!r} is not a list of integers") from None
     try:
         return int(text)
     except ValueError:

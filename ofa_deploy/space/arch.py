@@ -181,6 +181,8 @@ def load_arch_file(path: str | Path) -> tuple[Arch, dict[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting deeper than Python's stack
+        raise InvalidArchError(f"{path}: not a readable arch file ({type(exc).__name__}: {str(exc)[:80]})") from None
     return Arch.from_dict(data, source=str(path)), data
 
 
@@ -193,12 +195,21 @@ def width_mult_from(data: Mapping[str, Any], override: float | None, source: str
 def check_width_mult(value: Any, source: str = "width multiplier") -> float:
     try:
         w = float(value)
-    except (TypeError, ValueError):
-        raise BadInputError(f"{source}: width multiplier {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BadInputError(f"{source}: width multiplier {_short(value)} is not a number") from None
     for allowed in WIDTH_MULTS:
         if abs(w - allowed) < 1e-9:
             return allowed
-    raise BadInputError(f"{source}: width multiplier {value} is not one of {list(WIDTH_MULTS)}")
+    raise BadInputError(f"{source}: width multiplier {_short(value)} is not one of {list(WIDTH_MULTS)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages about arbitrary input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
@@ -212,7 +223,11 @@ def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
 
 
 def check_resolutions(resolutions: Iterable[int]) -> tuple[int, ...]:
-    return _checked_resolutions(tuple(resolutions))
+    values = tuple(resolutions)
+    for r in values:  # before the cache: a nested list from a file is not hashable
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
+            raise _fail("r", f"must be an integer resolution, got {_short(r)}", None)
+    return _checked_resolutions(values)
 
 
 @lru_cache(maxsize=64)

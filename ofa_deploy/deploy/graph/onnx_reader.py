@@ -266,7 +266,7 @@ class _Model:
         light = self._light_model(model)
         try:
             onnx.checker.check_model(light)
-        except onnx.checker.ValidationError as e:
+        except Exception as e:  # ValidationError, or e.g. a UnicodeDecodeError: a name that is not UTF-8
             raise BadInputError(f"{self.source}: invalid ONNX model ({_first_line(e)})") from None
         for value in light.graph.output:  # declared output shapes may carry another batch: let inference decide
             if value.type.HasField("tensor_type"):
@@ -428,8 +428,23 @@ class _Reader:
         fields.setdefault("in_shape", self._in(first))
         fields.setdefault("out_shape", self._out(node))
         layer = Layer(self._name(index, node), op, source_op=node.op_type, **fields)
+        if min(*layer.kernel, layer.stride, layer.groups) < 1:  # a cost model divides by these
+            raise self._bad(node, f"kernel {layer.kernel}, stride {layer.stride}, groups {layer.groups}: must be >= 1")
         self.layers.append(layer)
         return layer
+
+    def _bad(self, node, what: str) -> BadInputError:
+        name = node.name or (node.output[0] if node.output else "?")
+        return BadInputError(f"{self.m.source}: node '{name}' ({node.op_type}): {what}")
+
+    def _ints(self, node, name: str) -> list[int] | None:
+        """An INTS attribute whose entries must be >= 1 (strides, kernel_shape); None when absent or empty."""
+        value = _attr(node, name, None)
+        if value is None or (isinstance(value, list) and not value):
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, int) and v >= 1 for v in value):
+            raise self._bad(node, f"attribute '{name}' is {value!r}; expected integers >= 1")
+        return value
 
     def _other(self, index, node, fmaps) -> None:
         if node.output and node.output[0]:
@@ -462,8 +477,17 @@ class _Reader:
             self._other(index, node, fmaps)
             return
         weight = self.m.shape(w)
-        groups = int(_attr(node, "group", 1))
+        groups = _attr(node, "group", 1)
+        if not isinstance(groups, int) or groups < 1:
+            raise self._bad(node, f"attribute 'group' is {groups!r}; expected an integer >= 1")
         c_in = self._in(x)[0]
+        fed = _chw(self.m.shape(x))[0]  # channels as the conv reads them (after a folded Pad)
+        if node.op_type == "ConvTranspose":  # weight (C_in, C_out / group, k...)
+            fits = len(weight) >= 2 and weight[0] == fed and fed % groups == 0
+        else:  # weight (C_out, C_in / group, k...)
+            fits = len(weight) >= 2 and weight[1] * groups == fed and weight[0] % groups == 0
+        if not fits:
+            raise self._bad(node, f"weight {list(weight)} does not fit {fed} input channel(s) in {groups} group(s)")
         if node.op_type == "ConvTranspose":  # a conv over the zero-upsampled input (MACs from the output)
             op = CONV
         elif groups > 1:
@@ -472,7 +496,7 @@ class _Reader:
             op = CONV
         spatial = weight[2:] or (1,)
         kernel = (int(spatial[0]), int(math.prod(spatial[1:])))
-        strides = _attr(node, "strides", None) or [1]
+        strides = self._ints(node, "strides") or [1]
         params = _numel(weight) + (self.m.numel(node.input[2]) if len(node.input) > 2 and node.input[2] else 0)
         self._emit(index, node, op, x, kernel=kernel, stride=int(strides[0]), groups=groups, params=params)
         self._conv_like(node, biased=len(node.input) > 2 and bool(node.input[2]))
@@ -556,8 +580,8 @@ class _Reader:
     # -- pooling
 
     def _pool(self, index, node, fmaps, op: str) -> None:
-        kernel = _attr(node, "kernel_shape", None) or [1]
-        strides = _attr(node, "strides", None) or [1]
+        kernel = self._ints(node, "kernel_shape") or [1]
+        strides = self._ints(node, "strides") or [1]
         kernel = (int(kernel[0]), int(math.prod(kernel[1:]) if len(kernel) > 1 else 1))
         self._emit(index, node, op, fmaps[0], kernel=kernel, stride=int(strides[0]))
 
@@ -579,8 +603,8 @@ class _Reader:
         axes = _attr(node, "axes", None)
         if axes is None and len(node.input) > 1 and node.input[1]:
             value = self.m.value(node.input[1])
-            axes = None if value is None else [int(a) for a in value.reshape(-1)]
-        if rank == 4 and axes is not None and {a % rank for a in axes} == {2, 3}:
+            axes = None if value is None or value.dtype.kind not in "iu" else [int(a) for a in value.reshape(-1)]
+        if rank == 4 and isinstance(axes, list) and {a % rank for a in axes if isinstance(a, int)} == {2, 3}:
             self._global(index, node, fmaps)
         else:
             self._other(index, node, fmaps)
@@ -596,8 +620,8 @@ class _Reader:
         else:
             bounds = [self.m.value(n) if n else None for n in (list(node.input[1:3]) + ["", ""])[:2]]
             given = [bool(n) for n in (list(node.input[1:3]) + ["", ""])[:2]]
-            if any(g and b is None for g, b in zip(given, bounds)):  # a bound computed at run time
-                self._other(index, node, fmaps)
+            if any(g and (b is None or b.size != 1 or b.dtype.kind not in "iuf") for g, b in zip(given, bounds)):
+                self._other(index, node, fmaps)  # a bound computed at run time (or not one number)
                 return
             low, high = (None if b is None else float(b.reshape(-1)[0]) for b in bounds)
         if high is not None and high >= 3.0e38:
@@ -613,13 +637,15 @@ class _Reader:
     def _Transpose(self, index, node, fmaps) -> None:
         shape = self.m.shape(fmaps[0])
         perm = _attr(node, "perm", None) or list(reversed(range(len(shape))))
+        if not isinstance(perm, list) or sorted(perm) != list(range(len(shape))):
+            raise self._bad(node, f"attribute 'perm' is {perm!r}, not a permutation of the {len(shape)} axes")
         moved = [axis for axis in perm if shape[axis] != 1]
         self._emit(index, node, RESHAPE if moved == sorted(moved) else OTHER, fmaps[0])
 
     def _Pad(self, index, node, fmaps) -> None:
         x, out = node.input[0], node.output[0]
         mode = _attr(node, "mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
         readers = self.m.consumers.get(out, [])
         if (
             mode == "constant"
