@@ -80,20 +80,6 @@ KNOWN_BUGS: dict[str, tuple[str, str, tuple[type[BaseException], ...], str]] = {
         (ValueError, IndexError),
         "backends/adb_batch.py parse_batch_output: a marker line '@@ofa-deploy begin' without a tag raises IndexError",
     ),
-    "manifest_digest": (
-        "ofa_deploy/deploy/integrity.py",
-        "canonical",
-        (UnicodeEncodeError,),
-        "deploy/integrity.py canonical: .encode('utf-8') of a manifest holding a lone surrogate (JSON \\ud83d) raises "
-        "UnicodeEncodeError",
-    ),
-    "manifest": (
-        "ofa_deploy/deploy/manifest.py",
-        "read_manifest",
-        (ValueError, RecursionError),
-        "deploy/manifest.py read_manifest: json.loads errors other than JSONDecodeError escape "
-        "(an integer over 4300 digits: ValueError; deep nesting: RecursionError)",
-    ),
 }
 
 
@@ -923,8 +909,7 @@ def test_known_bug_adb_batch_marker_without_tag():
     _pin(parse_batch_output, "@@ofa-deploy begin \n@@ofa-deploy done\n", ["a"], None)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_BUGS["manifest"][3])
-def test_known_bug_manifest_huge_integer(workdir, manifest_document):
+def test_fixed_manifest_huge_integer(workdir, manifest_document):
     from ofa_deploy.deploy.manifest import read_manifest
 
     bundle = workdir / "huge-bundle"
@@ -941,8 +926,7 @@ def _pin_one_line(call: Callable[..., Any], *args: Any) -> None:
         assert "\n" not in str(exc), repr(str(exc))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=KNOWN_BUGS["manifest_digest"][3])
-def test_known_bug_manifest_digest_lone_surrogate(workdir, manifest_document):
+def test_fixed_manifest_digest_lone_surrogate(workdir, manifest_document):
     from ofa_deploy.deploy.manifest import read_manifest
 
     bundle = workdir / "surrogate-bundle"

@@ -33,7 +33,8 @@ UNSIGNED_FIELDS = (DIGEST_FIELD, "measurements")
 
 def canonical(document: dict[str, Any], without: tuple[str, ...]) -> bytes:
     rest = {k: v for k, v in document.items() if k not in without}
-    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", errors="surrogatepass")  # a lone surrogate (JSON "\ud83d") still digests
 
 
 def manifest_digest(document: dict[str, Any]) -> str:

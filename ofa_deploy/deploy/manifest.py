@@ -113,6 +113,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable manifest ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting deeper than the stack
+        raise BadInputError(f"{path}: not a usable manifest ({type(exc).__name__})") from None
     manifest = Manifest.parse(document, path)
     check_digest(document, path)
     for name in manifest.files:
