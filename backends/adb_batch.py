@@ -97,13 +97,22 @@ def parse_batch_output(text: str, labels: Sequence[str], reference_label: str | 
     current: tuple[str, list[str]] | None = None
     last_model = 0
 
+    def index(tag: str) -> int:
+        """The model a marker tag names ("m3" -> 3); anything else is output this toolkit did not write."""
+        if tag.startswith("m") and tag[1:].isdigit() and int(tag[1:]) < len(labels):
+            return int(tag[1:])
+        raise BenchmarkFailedError(f"the benchmark batch output holds an unknown marker {tag!r} (not this batch's)")
+
     def label(tag: str) -> str:
-        return (reference_label or "the reference") if tag == REFERENCE_TAG else labels[int(tag[1:])]
+        return (reference_label or "the reference") if tag == REFERENCE_TAG else labels[index(tag)]
 
     finished = False
     for line in text.splitlines():
         if line.startswith(f"{MARK} begin "):
-            current = (line.split()[2], [])
+            parts = line.split()
+            if len(parts) < 3:
+                raise BenchmarkFailedError(f"the benchmark batch output holds a marker without a tag: {line[:80]!r}")
+            current = (parts[2], [])
         elif line.startswith(f"{MARK} end ") and current is not None:
             tag, body = current
             status = line.split()[2] if len(line.split()) > 2 else "?"
@@ -113,7 +122,7 @@ def parse_batch_output(text: str, labels: Sequence[str], reference_label: str | 
             if tag == REFERENCE_TAG:
                 refs[last_model].append(result)
             else:
-                last_model = int(tag[1:])
+                last_model = index(tag)
                 models[last_model].append(result)
             current = None
         elif line.strip() == f"{MARK} done":

@@ -67,19 +67,6 @@ class MultiLine:
 # name -> (path suffix of the innermost repository frame, function, exception types, what is wrong). Each one is
 # pinned below by a strict xfail named test_known_bug_<name>_...: fix the bug, then delete both.
 KNOWN_BUGS: dict[str, tuple[str, str, tuple[type[BaseException], ...], str]] = {
-    "adb_batch": (
-        "backends/adb_batch.py",
-        "label",
-        (ValueError, IndexError),
-        "backends/adb_batch.py parse_batch_output.label: a marker tag that is not 'ref' or m<index of a model> "
-        "('m', 'mx', 'm9') raises ValueError / IndexError",
-    ),
-    "adb_batch_marker": (
-        "backends/adb_batch.py",
-        "parse_batch_output",
-        (ValueError, IndexError),
-        "backends/adb_batch.py parse_batch_output: a marker line '@@ofa-deploy begin' without a tag raises IndexError",
-    ),
 }
 
 
@@ -895,15 +882,13 @@ def _lut_with(lut_document: dict, text_edit: Callable[[str], str], path: Path) -
     return path
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, IndexError), reason=KNOWN_BUGS["adb_batch"][3])
-def test_known_bug_adb_batch_tag(workdir):
+def test_fixed_adb_batch_tag(workdir):
     from ofa_deploy.backends.adb_batch import parse_batch_output
 
     _pin(parse_batch_output, "@@ofa-deploy begin mx 0\nINFO: count=3 curr=5\n@@ofa-deploy end 0\n", ["a"], None)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=KNOWN_BUGS["adb_batch_marker"][3])
-def test_known_bug_adb_batch_marker_without_tag():
+def test_fixed_adb_batch_marker_without_tag():
     from ofa_deploy.backends.adb_batch import parse_batch_output
 
     _pin(parse_batch_output, "@@ofa-deploy begin \n@@ofa-deploy done\n", ["a"], None)
