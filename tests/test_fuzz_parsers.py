@@ -66,8 +66,7 @@ class MultiLine:
 
 # name -> (path suffix of the innermost repository frame, function, exception types, what is wrong). Each one is
 # pinned below by a strict xfail named test_known_bug_<name>_...: fix the bug, then delete both.
-KNOWN_BUGS: dict[str, tuple[str, str, tuple[type[BaseException], ...], str]] = {
-}
+KNOWN_BUGS: dict[str, tuple[str, str, tuple[type[BaseException], ...], str]] = {}
 
 
 _OURS = re.compile(r"/(ofa_deploy|backends)/")
