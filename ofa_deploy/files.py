@@ -11,6 +11,7 @@ recovered.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import tempfile
@@ -77,6 +78,21 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
 
 def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def atomic_write_figure(path: Path, figure, **savefig_kwargs) -> None:
+    """A matplotlib figure saved atomically (rendered to memory first)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextmanager
+def atomic_text_file(path: Path):
+    """``with atomic_text_file(p) as f:`` like ``open(p, "w", newline="")``, written atomically on success."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    atomic_write_text(path, buffer.getvalue())
 
 
 @contextmanager

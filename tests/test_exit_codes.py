@@ -68,6 +68,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     f["huge_count_lut"].write_text(json.dumps(lut).replace('"count": 0', '"count": ' + "9" * 400, 1))
     f["deep_lut"] = d / "deep.lut.json"
     f["deep_lut"].write_text('{"a":' * 100_000)
+    f["newline_backend_lut"] = _dump(d / "newline-backend.lut.json", _with(lut, ("metadata", "backend"), "fpga\nx"))
     ort = {"backend": "onnxruntime", "device": "host-cpu", "settings": {}}  # as if profiled with ONNX Runtime
     f["ort_lut"] = _dump(d / "ort.lut.json", {**lut, "metadata": {**lut["metadata"], **ort}})
 
@@ -235,6 +236,12 @@ ROWS = [
     row("validate-unknown-device", "validate --lut {lut} --device nowhere --out {out}/v", 2, "nowhere"),
     row("validate-unknown-backend", "validate --lut {lut} --backend warp-drive --out {out}/v", 2, "warp-drive"),
     row("validate-other-backend-than-lut", "validate --lut {lut} --backend onnxruntime --out {out}/v", 2, "fpga"),
+    row(
+        "validate-lut-backend-two-lines",
+        "validate --lut {newline_backend_lut} --out {out}/v",
+        2,
+        "fpga",
+    ),
     row("validate-samples-0", "validate --lut {lut} --samples 0 --out {out}/v", 2, "--samples"),
     # -- search
     row("search-infeasible-latency", f"{SEARCH} --latency-ms 0.001", 2, "smallest reachable"),

@@ -93,6 +93,8 @@ def _sweep(backend, layers, args) -> list[dict]:
 def _plot(sweep: list[dict], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
 
+    from ofa_deploy.files import atomic_write_figure
+
     archs = list(dict.fromkeys(s["arch"] for s in sweep))
     fig = Figure(figsize=(9, 4))
     left, right = fig.subplots(1, 2)
@@ -111,4 +113,4 @@ def _plot(sweep: list[dict], path: Path, title: str) -> None:
     fig.suptitle(f"{title}: DPUCZDX8G design space (cost model)", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write_figure(path, fig, dpi=110)

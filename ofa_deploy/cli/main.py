@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OFADeployError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"ofa-deploy {args.verb}: error: {exc}", file=sys.stderr)
+        line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a name held
+        print(f"ofa-deploy {args.verb}: error: {line}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. piped into `head`: not an error of ours
         sys.stderr.close()

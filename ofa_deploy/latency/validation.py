@@ -21,6 +21,7 @@ import numpy as np
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.files import atomic_text_file, atomic_write_figure, atomic_write_text
 from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
 from ofa_deploy.latency.table import Calibration, LatencyTable
@@ -122,8 +123,8 @@ def validate(
 def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.json", "csv": out_dir / "measurements.csv", "plot": out_dir / "scatter.png"}
-    paths["report"].write_text(json.dumps(result.report, indent=2) + "\n")
-    with paths["csv"].open("w", newline="") as f:
+    atomic_write_text(paths["report"], json.dumps(result.report, indent=2) + "\n")
+    with atomic_text_file(paths["csv"]) as f:
         writer = csv.writer(f)
         writer.writerow(
             [
@@ -188,4 +189,4 @@ def plot_scatter(result: ValidationResult, path: Path) -> None:
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{result.report['backend']}: {result.report['samples']} sub-networks", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write_figure(path, fig, dpi=110)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ofa_deploy.files import atomic_write_text
 from ofa_deploy.reports.demo import DemoResult
 
 
@@ -96,5 +97,5 @@ def render_markdown(result: DemoResult) -> str:
 
 def write_report(result: DemoResult) -> Path:
     path = result.options.out / "report.md"
-    path.write_text(render_markdown(result))
+    atomic_write_text(path, render_markdown(result))
     return path

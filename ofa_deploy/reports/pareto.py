@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa_deploy.files import atomic_text_file, atomic_write_figure
 from ofa_deploy.search.evolution import ParetoResult
 from ofa_deploy.space.analytics import arch_stats
 
@@ -16,7 +17,7 @@ def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
     """``pareto.csv`` (one row per front arch) and ``pareto.png`` (front over every evaluated arch)."""
     directory.mkdir(parents=True, exist_ok=True)
     score_name = "accuracy" if front.objective.is_accuracy else "flops_m_proxy"
-    with (directory / "pareto.csv").open("w", newline="") as f:
+    with atomic_text_file(directory / "pareto.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["latency_ms", score_name, "flops_m", "r", "arch"])
         for arch, lat, score, values in zip(front.archs, front.latency, front.scores, front.values):
@@ -46,4 +47,4 @@ def write_pareto(front: ParetoResult, directory: Path, lut_name: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(directory / "pareto.png", dpi=110)
+    atomic_write_figure(directory / "pareto.png", fig, dpi=110)

@@ -13,6 +13,7 @@ Scoring is batched: one call encodes and scores a whole population with matrix p
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.files import atomic_write_bytes
 from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchBatch
 
 ENCODING = "ofa-onehot-128"
@@ -100,8 +102,9 @@ class MLPPredictor:
     def save(self, path: str | Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
         header = {"format": FORMAT, "encoding": self.encoding, "layers": len(self.weights), **self.meta}
-        with open(path, "wb") as f:
-            np.savez(f, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -143,7 +146,18 @@ def load_accuracy_predictor(path: str | Path) -> MLPPredictor:
         return load_official(path)
     unreadable = f"{path}: not a readable ofa-deploy accuracy predictor"
     try:
-        data = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:  # ours to close: np.load leaves its own file open when the zip is damaged
+            header, weights, biases = _read_npz(handle, path, unreadable)
+    except OSError as exc:
+        raise BadInputError(f"{unreadable} ({exc})") from None
+    meta = {k: v for k, v in header.items() if k not in ("format", "encoding", "layers")}
+    return MLPPredictor(weights, biases, encoding=header.get("encoding", ""), meta=meta, source=str(path))
+
+
+def _read_npz(handle, path: Path, unreadable: str) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """The header and the layer arrays of a toolkit predictor file (BadInputError for anything else)."""
+    try:
+        data = np.load(handle, allow_pickle=False)
     except Exception as exc:  # numpy, zipfile and zlib raise many types for a damaged file
         raise BadInputError(f"{unreadable} ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
@@ -164,8 +178,7 @@ def load_accuracy_predictor(path: str | Path) -> MLPPredictor:
             raise
         except Exception as exc:  # a missing or damaged array, a header that is not JSON
             raise BadInputError(f"{unreadable} ({type(exc).__name__}: {_first_line(exc)})") from None
-    meta = {k: v for k, v in header.items() if k not in ("format", "encoding", "layers")}
-    return MLPPredictor(weights, biases, encoding=header.get("encoding", ""), meta=meta, source=str(path))
+    return header, weights, biases
 
 
 # ---------------------------------------------------------------------- datasets and training

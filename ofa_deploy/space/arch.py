@@ -216,7 +216,9 @@ def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
     """Write the Arch JSON (plus extra keys such as predicted metrics)."""
     data = arch.to_dict()
     data.update(extra)
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    from ofa_deploy.files import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------- single-arch operators
