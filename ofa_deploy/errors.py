@@ -5,6 +5,8 @@ Exit codes (README, "Exit codes"): 2 bad input, 3 target unavailable, 1 anything
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OFADeployError(Exception):
     """Base class: a failure the user can act on. ``exit_code`` is what the CLI returns."""
@@ -34,3 +36,13 @@ class TargetUnavailableError(OFADeployError):
 
 class RuntimeMissingError(TargetUnavailableError):
     """A backend's Python runtime is not installed; the message names the pip extra."""
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error about arbitrary input stays one short line
+    (a 5000-digit integer cannot even be printed: its type stands in)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,9 +16,9 @@ import yaml
 
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.registry import backend_class
-from ofa_deploy.backend.settings import parse_settings, short_repr
+from ofa_deploy.backend.settings import parse_settings
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.errors import BadInputError, short_repr
 from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions, check_width_mult
 
 _KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing", "settings"}

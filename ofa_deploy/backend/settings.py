@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.errors import BadInputError, short_repr
 
 S = TypeVar("S", bound="BackendSettings")
 
@@ -64,15 +64,6 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return str(value)
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ValueError(f"{name}: expected {expected}, got {short_repr(value)}")
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters (an error message stays one short line)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_settings(cls: type[S], data: Mapping[str, Any] | None, source: str) -> S:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ofa_deploy import __version__
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.errors import BadInputError, short_repr
 from ofa_deploy.space.arch import RESOLUTIONS, check_width_mult
 
 OFFICIAL, CONVERTED = "official", "converted"  # ``format``: an official YAML table, or a toolkit copy of one
@@ -33,12 +33,8 @@ def finite_number(value: Any) -> bool:
 
 
 def shown(value: Any, limit: int = 40) -> str:
-    """``repr(value)`` for an error line, cut short (a 5000-digit number stays one readable line)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    """``repr(value)`` for an error line about a table, cut shorter than elsewhere (40 characters)."""
+    return short_repr(value, limit)
 
 
 def utc_now() -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.errors import BadInputError, InvalidArchError
+from ofa_deploy.errors import BadInputError, InvalidArchError, short_repr
 
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
 EXPAND_RATIOS: tuple[int, ...] = (3, 4, 6)
@@ -196,20 +196,11 @@ def check_width_mult(value: Any, source: str = "width multiplier") -> float:
     try:
         w = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise BadInputError(f"{source}: width multiplier {_short(value)} is not a number") from None
+        raise BadInputError(f"{source}: width multiplier {short_repr(value)} is not a number") from None
     for allowed in WIDTH_MULTS:
         if abs(w - allowed) < 1e-9:
             return allowed
-    raise BadInputError(f"{source}: width multiplier {_short(value)} is not one of {list(WIDTH_MULTS)}")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for one-line messages about arbitrary input."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    raise BadInputError(f"{source}: width multiplier {short_repr(value)} is not one of {list(WIDTH_MULTS)}")
 
 
 def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
@@ -228,7 +219,7 @@ def check_resolutions(resolutions: Iterable[int]) -> tuple[int, ...]:
     values = tuple(resolutions)
     for r in values:  # before the cache: a nested list from a file is not hashable
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
-            raise _fail("r", f"must be an integer resolution, got {_short(r)}", None)
+            raise _fail("r", f"must be an integer resolution, got {short_repr(r)}", None)
     return _checked_resolutions(values)
 
 
