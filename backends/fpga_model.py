@@ -207,9 +207,7 @@ def _compute_cycles(layer: Layer, pp: int, icp: int, ocp: int) -> int:
             return kh * _ceil(c_group * kw, icp) * _ceil(c_out // g, ocp) * g * h_out * _ceil(w_out, pp)
         return kh * kw * _ceil(c_group, icp) * _ceil(c_out // g, ocp) * g * h_out * _ceil(w_out, pp)
     lanes = max(pp // 2, 1)
-    if layer.op == DEPTHWISE:
-        return kh * kw * _ceil(c_out, icp) * h_out * _ceil(w_out, lanes)
-    if layer.op in (MAXPOOL, AVGPOOL, GLOBALPOOL):
+    if layer.op in (DEPTHWISE, MAXPOOL, AVGPOOL, GLOBALPOOL):  # a window per channel: no output-channel lanes
         return kh * kw * _ceil(c_out, icp) * h_out * _ceil(w_out, lanes)
     # element-wise (add, mul): one pass over the output per extra input
     return max(layer.inputs - 1, 1) * _ceil(c_out, icp) * h_out * _ceil(w_out, lanes)
