@@ -1,0 +1,413 @@
+"""Jetson (and any TVM RPC target): TVM Relax builds timed with ``time_evaluator`` over TVM RPC.
+
+Each operator (or whole network) is written as ONNX, imported into Relax, built for the device
+profile's target in worker processes on this machine (:mod:`ofa_deploy.backends.tvm_build`),
+linked for the board's CPU (:mod:`ofa_deploy.backends.tvm_cross`), uploaded through an RPC
+session and timed there in rounds, each followed by the drift reference operator
+(:mod:`ofa_deploy.backends.tvm_rpc`). Devices come from a TVM tracker under a key (several at
+once share a batch; a device that drops out hands its work to the others or to a replacement),
+from one direct server, or, for ``tvm-llvm-host``, from this process. CUDA code for a board is
+compiled here without a GPU (:mod:`ofa_deploy.backends.tvm_cuda`). Setup and figures: docs/tvm.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, missing_runtime
+from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
+from ofa_deploy.backends.tvm_build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
+from ofa_deploy.backends.tvm_cross import LINKERS
+from ofa_deploy.backends.tvm_cuda import Nvrtc, cuda_newer_than_board
+from ofa_deploy.backends.tvm_rpc import (
+    Connection,
+    DeviceLostError,
+    DeviceSession,
+    Endpoint,
+    Loaded,
+    TrackerClient,
+    key_count,
+)
+from ofa_deploy.deploy.graph.ir import Graph, build_graph
+from ofa_deploy.deploy.graph.onnx_writer import to_onnx
+from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
+from ofa_deploy.files import atomic_write_bytes
+from ofa_deploy.space.ops import OpSpec
+
+log = logging.getLogger(__name__)
+TVM_LIBRARY = "tvm-library"
+LIBRARY_FILE = "model.so"
+CONNECTION_FIELDS = ("rpc_tracker", "rpc_key", "rpc")  # how to reach devices today: not recorded in tables
+
+
+@dataclass(frozen=True)
+class TvmSettings(BackendSettings):
+    target: str = setting("llvm", "TVM target: a kind ('llvm') or TVM's JSON dict form")
+    target_host: str | None = setting(None, "CPU target (JSON dict) of a GPU target's host, e.g. aarch64 llvm")
+    cross_compiler: str = setting("host", "linker for the library: host (g++), zig (ziglang wheel) or gcc (apt)")
+    board_cuda: str | None = setting(None, "CUDA version of the board's JetPack: warn when building with newer")
+    needs_device: bool = setting(False, "the target is a board: measuring needs --rpc-tracker/--rpc-key or --rpc")
+    rpc_tracker: str | None = setting(None, "TVM RPC tracker HOST:PORT (with rpc_key)")
+    rpc_key: str | None = setting(None, "device key registered at the tracker")
+    rpc: str | None = setting(None, "a single TVM RPC server HOST:PORT (no tracker)")
+    rpc_timeout: float = setting(60.0, "seconds to get a device and for each request to it")
+    rpc_sessions: int = setting(0, "devices under the key to use at once (0: every server registered)")
+    build_workers: int = setting(1, "processes building libraries in parallel on this machine")
+    batch_size: int = setting(16, "operators or networks per batch (and per table save)")
+    min_repeat_ms: int = setting(0, "time_evaluator min_repeat_ms: repeat runs until a timing lasts this long")
+
+    def validate(self) -> None:
+        if self.rpc_tracker and not self.rpc_key:
+            raise ValueError("rpc_key: --rpc-tracker needs --rpc-key KEY")
+        if self.rpc_key and not self.rpc_tracker:
+            raise ValueError("rpc_tracker: --rpc-key needs --rpc-tracker HOST:PORT")
+        if self.rpc and self.rpc_tracker:
+            raise ValueError("rpc: give either --rpc HOST:PORT or --rpc-tracker/--rpc-key, not both")
+        for flag, value in (("--rpc-tracker", self.rpc_tracker), ("--rpc", self.rpc)):
+            if value:
+                try:
+                    Endpoint.parse(value, flag)
+                except BadInputError as exc:
+                    raise ValueError(f"{flag.lstrip('-').replace('-', '_')}: {exc}") from None
+        if not self.rpc_timeout > 0:
+            raise ValueError("rpc_timeout: must be positive")
+        for name in ("rpc_sessions", "min_repeat_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
+        for name in ("build_workers", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be positive")
+        if self.cross_compiler not in LINKERS:
+            raise ValueError(f"cross_compiler: one of {', '.join(LINKERS)}, got {self.cross_compiler!r}")
+        if self.board_cuda and not all(p.isdigit() for p in self.board_cuda.split(".")[:2]):
+            raise ValueError(f"board_cuda: a version such as '12.6', got {self.board_cuda!r}")
+        try:
+            parse_target(self.target, "target")
+            if self.target_host:
+                parse_target(self.target_host, "target_host")
+        except BadInputError as exc:
+            raise ValueError(str(exc).removeprefix("tvm setting ").replace("'", "", 2)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What tables and bundles record: the target, not today's addresses of the devices."""
+        return {k: v for k, v in super().to_dict().items() if k not in CONNECTION_FIELDS}
+
+
+@dataclass
+class _Job:
+    label: str
+    library: Future | bytes  # a build in flight, or a compiled library
+    input_shape: tuple[int, ...]
+
+
+class TvmBackend(RemoteDeviceBackend):
+    """TVM RPC: a board (or this machine, in-process) times libraries built here."""
+
+    name = "tvm"
+    extra = "tvm"
+    description = "Jetson (or any TVM RPC target), TVM Relax build + RPC time_evaluator"
+    artifact_kinds = (TVM_LIBRARY,)
+    default_profile = "tvm-llvm-host"
+    Settings = TvmSettings
+    settings: TvmSettings
+    cli_options = (
+        CliOption("--rpc-tracker", "rpc_tracker", "TVM RPC tracker to get devices from", metavar="HOST:PORT"),
+        CliOption("--rpc-key", "rpc_key", "device key at the TVM RPC tracker", metavar="KEY"),
+        CliOption("--rpc", "rpc", "a single TVM RPC server (no tracker)", metavar="HOST:PORT"),
+        CliOption("--rpc-timeout", "rpc_timeout", "seconds to get a device and per request (default 60)", float, "S"),
+        CliOption("--rpc-sessions", "rpc_sessions", "devices under the key to use at once (default: all)", int, "N"),
+    )
+
+    def __init__(
+        self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any
+    ) -> None:
+        super().__init__(timing, settings_source, **settings)
+        s = self.settings
+        self.connection = Connection(
+            tracker=Endpoint.parse(s.rpc_tracker, "--rpc-tracker") if s.rpc_tracker else None,
+            key=s.rpc_key,
+            server=Endpoint.parse(s.rpc, "--rpc") if s.rpc else None,
+            timeout_s=s.rpc_timeout,
+        )
+        self.spec = BuildSpec(s.target, s.target_host, s.cross_compiler)
+        self.batch_size = s.batch_size
+        # in-process, this machine's load biases the figures; a board times on its own
+        self.times_on_host = not self.connection.remote and not s.needs_device
+        self._pool: BuildPool | None = None
+        self._sessions: list[DeviceSession | None] = []
+        self._references: dict[int, Loaded] = {}  # session index -> loaded reference
+        self._reference_library: tuple[str, bytes, tuple[int, ...]] | None = None
+        self._warned = False
+        self.devices_used = 0  # sessions opened, replacements included (for reports and tests)
+
+    # ------------------------------------------------------------------ identity
+    def runtime_info(self) -> dict[str, str]:
+        if find_spec("tvm") is None:
+            raise missing_runtime(self.name, self.extra, "apache-tvm")
+        return {"runtime": "TVM Relax (RPC time_evaluator)", "runtime_version": metadata.version("apache-tvm")}
+
+    def check(self) -> dict[str, Any]:
+        """What the target is; connects to nothing (compiling for a board needs no board)."""
+        info = {**self.runtime_info(), "threads": self.timing.threads, "target": self.description}
+        return {
+            **info,
+            "tvm_target": self.spec.target,
+            "tvm_target_host": self.spec.host or "",
+            "library_triple": self.spec.triple or "host",
+            "cuda_arch": self.spec.cuda_arch or "",
+            "connection": self.connection.describe(),
+        }
+
+    @property
+    def pool(self) -> BuildPool:
+        if self._pool is None:
+            self._pool = BuildPool(self.spec, self.settings.build_workers)
+        return self._pool
+
+    # ------------------------------------------------------------------ sessions
+    def _require_connection(self) -> None:
+        if self.settings.needs_device and not self.connection.remote:
+            raise BadInputError(
+                f"target {self.spec.target} runs on a board: give --rpc-tracker HOST:PORT --rpc-key KEY "
+                "(or --rpc HOST:PORT) to measure on it; `compile` needs no board"
+            )
+
+    def open(self) -> None:
+        """Get the devices (sessions) to measure on: in-process, one server, or N from the tracker."""
+        if self._sessions:
+            return
+        self._require_connection()
+        self._warn_cuda()
+        count = 1
+        if self.connection.tracker is not None:
+            count = self.settings.rpc_sessions or max(1, self._registered_servers())
+        self._sessions = [None]
+        self._sessions[0] = self._open_session(0)  # no device at all: one line, exit 3
+        for index in range(1, count):  # more devices are welcome, not required
+            self._sessions.append(None)
+            try:
+                self._sessions[index] = self._open_session(index)
+            except TargetUnavailableError as exc:
+                self._sessions.pop()
+                log.warning("warning: measuring on %d device(s) instead of %d (%s)", index, count, exc)
+                break
+        log.info("tvm: %d device session(s) via %s", len(self._sessions), self.connection.describe())
+
+    def _registered_servers(self) -> int:
+        tracker = TrackerClient(self.connection.tracker, self.connection.timeout_s)  # type: ignore[arg-type]
+        try:
+            return key_count(tracker.summary(self.connection.timeout_s), str(self.connection.key))
+        finally:
+            tracker.close()
+
+    def _open_session(self, index: int) -> DeviceSession:
+        session = DeviceSession(self.connection, self.spec.device_type, self.timing.threads, index)
+        self.devices_used += 1
+        if self._reference_library is not None:
+            label, library, shape = self._reference_library
+            self._references[index] = session.load(label, library, shape)
+        return session
+
+    def _drop(self, index: int) -> None:
+        self._references.pop(index, None)
+        session = self._sessions[index]
+        if session is not None:
+            session.close()
+        self._sessions[index] = None
+
+    def close(self) -> None:
+        for index in range(len(self._sessions)):
+            self._drop(index)
+        self._sessions = []
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _warn_cuda(self) -> None:
+        if self._warned or not self.spec.cuda_arch:
+            return
+        self._warned = True
+        warning = cuda_newer_than_board(Nvrtc().version, self.settings.board_cuda)
+        if warning:
+            log.warning("warning: %s", warning)
+
+    # ------------------------------------------------------------------ measuring
+    def encode(self, graph: Graph) -> bytes:
+        return to_onnx(graph).SerializeToString()
+
+    def _job(self, label: str, graph_bytes: bytes) -> _Job:
+        import onnx
+
+        model = onnx.load_model_from_string(graph_bytes)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        return _Job(label, self.pool.submit(graph_bytes), tuple(d.dim_value for d in dims))
+
+    def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
+        """Build the reference operator, load it on every device; without a baseline, time it now."""
+        self.open()  # get the devices first: a missing one fails before anything is built
+        graph = build_graph([OpSpec.from_key(key)])
+        library = self.pool.build(self.encode(graph), "building the reference operator")
+        self._reference_library = ("reference", library, tuple(graph.input_shape))
+        for index, session in enumerate(self._sessions):
+            if session is not None:
+                self._references[index] = session.load("reference", library, tuple(graph.input_shape))
+        if baseline_ms is None:
+            many = TimingOptions(self.timing.threads, self.timing.warmup, max(self.timing.rounds, 9), self.timing.runs)
+            session = self._sessions[0]
+            assert session is not None
+            baseline_ms = self._time(session, self._references[0], None, many).raw_estimate
+        return Reference(key, None, baseline_ms)
+
+    def measure_models(
+        self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
+    ) -> list[LatencyStats]:
+        """Build every model (in parallel processes) and time them on all devices as they are built."""
+        self._require_connection()
+        return self._run([self._job(label, data) for label, data in models], reference)
+
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyStats:
+        artifact.check_kind(self.name, self.artifact_kinds, str(directory))
+        local = Path(directory) / artifact.main
+        if not local.is_file():
+            raise BadInputError(f"{local}: the artifact's library is missing")
+        self._check_runs_here(artifact, directory)
+        job = _Job("the compiled sub-network", local.read_bytes(), tuple(artifact.input_shape))
+        return self._run([job], reference)[0]
+
+    def _check_runs_here(self, artifact: Artifact, directory: Path) -> None:
+        built_for = artifact.details.get("tvm_target")
+        if built_for and built_for != self.spec.target:
+            raise BadInputError(
+                f"{directory}: the library was built for {built_for}, this device profile targets {self.spec.target}"
+            )
+
+    def _time(
+        self, session: DeviceSession, loaded: Loaded, reference: Reference | None, timing: TimingOptions
+    ) -> LatencyStats:
+        ref = self._references.get(session.index) if reference is not None else None
+        min_ms = self.settings.min_repeat_ms
+        if timing.warmup:
+            session.run_times(loaded, timing.warmup, 1, 0)
+        rounds, ref_minima = [], []
+        for _ in range(timing.rounds):
+            rounds.append(session.run_times(loaded, 1, timing.runs, min_ms))
+            if ref is not None:
+                ref_minima.append(min(session.run_times(ref, 1, timing.runs, min_ms)))
+        if ref is None or reference is None:
+            return LatencyStats.from_rounds(rounds)
+        return LatencyStats.from_rounds(rounds, ref_minima, reference.baseline_ms)
+
+    def _time_job(self, session: DeviceSession, job: _Job, reference: Reference | None) -> LatencyStats:
+        library = job.library
+        if isinstance(library, Future):
+            library = self.pool.result(library, f"building {job.label}")
+        loaded = session.load(job.label.split(":", 1)[0], library, job.input_shape)
+        try:
+            return self._time(session, loaded, reference, self.timing)
+        finally:
+            session.unload(loaded)
+
+    def _run(self, jobs: list[_Job], reference: Reference | None) -> list[LatencyStats]:
+        """Time ``jobs`` on every open device at once; a device that drops out is replaced (within
+        the timeout) while the others go on, and its job goes back to the queue."""
+        self.open()
+        queue = collections.deque(range(len(jobs)))
+        results: list[LatencyStats | None] = [None] * len(jobs)
+        errors: list[OFADeployError] = []  # failures that stop everything (a build that fails)
+        lost: list[OFADeployError] = []  # devices gone without a replacement (the others go on)
+        lock = threading.Lock()
+
+        def work(index: int) -> None:
+            while True:
+                with lock:
+                    if errors or not queue:
+                        return
+                    i = queue.popleft()
+                session = self._sessions[index]
+                try:
+                    if session is None:
+                        session = self._sessions[index] = self._open_session(index)
+                    results[i] = self._time_job(session, jobs[i], reference)
+                except DeviceLostError as exc:
+                    with lock:
+                        queue.appendleft(i)
+                    log.warning("warning: device %d lost (%s); asking for another", index, exc)
+                    self._drop(index)
+                    try:
+                        self._sessions[index] = self._open_session(index)
+                    except OFADeployError as again:
+                        with lock:
+                            lost.append(TargetUnavailableError(f"{exc}; no replacement: {again}"))
+                        return
+                except OFADeployError as exc:
+                    with lock:
+                        errors.append(exc)
+                    return
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(self._sessions))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if any(r is None for r in results):  # work is missing: a build failed, or no device was left
+            raise (errors or lost or [TargetUnavailableError("no TVM RPC device was left to measure on")])[0]
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ artifacts
+    def compile(self, graph: Graph, directory: Path) -> Artifact:
+        """Cross-compile ``graph`` (real weights) into one shared library for the board (no board needed)."""
+        self._warn_cuda()
+        facts = self.pool.facts()
+        library = self.pool.build(self.encode(graph), "compiling the sub-network")
+        machine = elf_machine(library)
+        archs = cuda_architectures(library)
+        arch = self.spec.cuda_arch
+        if arch and int(arch.removeprefix("sm_")) not in archs:
+            raise OFADeployError(
+                f"the TVM library holds no compiled code for {arch} (found {archs or 'none'}); not writing it"
+            )
+        atomic_write_bytes(Path(directory) / LIBRARY_FILE, library)
+        details = {
+            "tvm_version": facts["tvm_version"],
+            "tvm_target": self.spec.target,
+            "tvm_target_resolved": facts["target"],
+            "host_triple": self.spec.triple or "host",
+            "elf_machine": machine,
+            "cross_compiler": self.settings.cross_compiler,
+            "cuda_arch": arch,
+            "cuda_version": facts["cuda_version"],
+            "cuda_code": f"cubin sm_{', sm_'.join(map(str, archs))}" if archs else None,
+            "board_cuda": self.settings.board_cuda,
+        }
+        return Artifact(
+            TVM_LIBRARY,
+            [LIBRARY_FILE],
+            "input",
+            list(graph.input_shape),
+            "NCHW",
+            "output",
+            list(graph.output_shape),
+            details,
+        )
+
+    def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Run a library built for this machine's CPU in-process; a board's library returns None
+        (verification is then recorded as skipped, since this machine cannot run it)."""
+        if self.spec.triple is not None or self.spec.cuda_arch:
+            return None
+        session = DeviceSession(Connection(), "cpu", self.timing.threads)
+        loaded = session.load("artifact", (Path(directory) / artifact.main).read_bytes(), tuple(artifact.input_shape))
+        return lambda x: session.outputs(loaded, np.ascontiguousarray(x, dtype=np.float32))

@@ -1,0 +1,167 @@
+"""The tvm backend without a tracker: settings, profiles, connection errors (exit codes within the
+deadline), and in-process llvm measuring and compile + verify + benchmark on this machine's CPU."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install 'ofa-deploy[tvm]')")
+
+from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
+from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.backends.tvm import TvmBackend
+from ofa_deploy.backends.tvm_build import parse_target
+from ofa_deploy.backends.tvm_cuda import cuda_newer_than_board
+from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient
+from ofa_deploy.cli.main import main
+from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.latency.profiling import reference_key
+from ofa_deploy.space.arch import smallest_arch
+from ofa_deploy.space.ops import resolution_ops
+
+FAST = TimingOptions(threads=1, warmup=1, rounds=3, runs=3)
+TVM_PROFILES = [n for n in builtin_profile_names() if load_profile(n).backend == "tvm"]
+
+
+def one_line_error(capsys) -> str:
+    """The error line (after the verb's own 'profiling ...' note, if any), and no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and not any("Traceback" in line for line in err), err
+    assert len([line for line in err if line.startswith("error")]) <= 1, err
+    return err[-1]
+
+
+@pytest.mark.parametrize("name", TVM_PROFILES)
+def test_every_tvm_profile_parses_into_a_target(name):
+    profile = load_profile(name)
+    backend = profile.create_backend()
+    target = parse_target(backend.spec.target, "target")
+    assert target["kind"] in ("llvm", "cuda")
+    if target["kind"] == "cuda":  # a board: CUDA arch, an aarch64 host, the JetPack CUDA, a device needed
+        assert backend.spec.cuda_arch.startswith("sm_") and backend.spec.triple == "aarch64-linux-gnu"
+        assert backend.settings.board_cuda and backend.settings.needs_device
+    assert not any(k.startswith("rpc_") and k != "rpc_timeout" and v for k, v in backend.settings.to_dict().items())
+
+
+def test_expected_boards_and_architectures():
+    archs = {n: load_profile(n).create_backend().spec.cuda_arch for n in TVM_PROFILES}
+    assert archs["jetson-nano"] == "sm_53" and archs["jetson-tx2"] == "sm_62"
+    assert archs["jetson-xavier-nx"] == archs["jetson-agx-xavier"] == "sm_72" and archs["jetson-orin"] == "sm_87"
+    assert archs["tvm-llvm-host"] is None and archs["aarch64-cpu"] is None
+    assert load_profile("aarch64-cpu").create_backend().spec.triple == "aarch64-linux-gnu"
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"rpc_tracker": "127.0.0.1:9190"}, "--rpc-key"),
+        ({"rpc_key": "jetson"}, "--rpc-tracker"),
+        ({"rpc": "127.0.0.1:9090", "rpc_tracker": "127.0.0.1:9190", "rpc_key": "k"}, "not both"),
+        ({"rpc": "no-port"}, "HOST:PORT"),
+        ({"rpc_tracker": "127.0.0.1:70000", "rpc_key": "k"}, "HOST:PORT"),
+        ({"rpc_timeout": 0}, "rpc_timeout"),
+        ({"cross_compiler": "msvc"}, "cross_compiler"),
+        ({"target": "{not json"}, "JSON"),
+        ({"board_cuda": "jetpack"}, "board_cuda"),
+    ],
+)
+def test_bad_settings_are_one_bad_input_error(settings, fragment):
+    with pytest.raises(BadInputError, match=fragment):
+        TvmBackend(FAST, **settings)
+
+
+def test_board_profile_without_a_connection_is_exit_2(tmp_path, capsys):
+    code = main(["profile", "--device", "jetson-orin", "--resolutions", "160", "--out", str(tmp_path / "t.json")])
+    line = one_line_error(capsys)
+    assert code == 2 and "--rpc-tracker" in line, line
+
+
+def test_flag_of_tvm_refused_for_another_backend(tmp_path, capsys):
+    code = main(["profile", "--backend", "onnxruntime", "--rpc", "127.0.0.1:9090", "--out", str(tmp_path / "t.json")])
+    assert code == 2 and "--rpc" in one_line_error(capsys)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_tracker_is_exit_3_at_once(tmp_path, capsys):
+    started = time.monotonic()
+    code = main(
+        [
+            "profile",
+            "--backend",
+            "tvm",
+            "--rpc-tracker",
+            f"127.0.0.1:{_closed_port()}",
+            "--rpc-key",
+            "jetson",
+            "--resolutions",
+            "160",
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
+    line = one_line_error(capsys)
+    assert code == 3 and "no TVM RPC tracker" in line, line
+    assert time.monotonic() - started < 15  # TVM's own connect_tracker would retry for about a minute
+
+
+def test_dead_direct_server_is_exit_3(tmp_path, capsys):
+    code = main(["profile", "--backend", "tvm", "--rpc", f"127.0.0.1:{_closed_port()}", "--out", str(tmp_path / "t")])
+    line = one_line_error(capsys)
+    assert code == 3 and "no TVM RPC server" in line, line
+
+
+def test_silent_tracker_request_times_out():
+    """A listener that accepts and never answers: the handshake itself is bounded by the timeout."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        started = time.monotonic()
+        with pytest.raises(TargetUnavailableError):
+            TrackerClient(Endpoint("127.0.0.1", server.getsockname()[1]), 1.0)
+        assert time.monotonic() - started < 5
+
+
+def test_cuda_newer_than_jetpack_is_warned():
+    assert "newer than the board's JetPack CUDA 10.2" in cuda_newer_than_board((12, 9), "10.2")
+    assert cuda_newer_than_board((12, 2), "12.6") is None
+    assert cuda_newer_than_board((12, 9), None) is None
+
+
+def test_in_process_measures_operators_with_the_reference():
+    ops = resolution_ops(160, 1.0)
+    with TvmBackend(FAST) as backend:
+        reference = backend.reference(reference_key(1.0))
+        results = backend.measure([ops[0], ops[2], ops[3]], reference)
+        overhead = backend.measure_overhead(reference).estimate
+    assert reference.baseline_ms > 0 and not backend.settings.needs_device
+    small, large = results[ops[2].key], results[ops[3].key]  # same block, expand 48 vs 64
+    assert all(r.count == FAST.rounds * FAST.runs and r.reference_ms > 0 for r in results.values())
+    assert large.raw_estimate > small.raw_estimate  # more channels cost more on the real runtime
+    assert 0 < overhead < small.estimate
+    assert backend.devices_used == 1 and backend.times_on_host
+
+
+def test_compile_verify_and_benchmark_in_process(tmp_path, capsys):
+    """compile --backend tvm: an x86-64 library verified against torch, then benchmarked in-process."""
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(smallest_arch(160).to_dict()))
+    bundle = tmp_path / "bundle"
+    assert main(["compile", "--arch", str(arch), "--backend", "tvm", "--out", str(bundle)]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    artifact = manifest["artifact"]
+    assert artifact["kind"] == "tvm-library" and artifact["main"] == "model.so"
+    assert artifact["details"]["elf_machine"] == 62 and artifact["details"]["tvm_version"].startswith("0.27")
+    assert manifest["verification"]["passed"] is True  # TVM's outputs match torch
+    capsys.readouterr()
+    code = main(["benchmark", str(bundle), "--backend", "tvm", "--json", "--rounds", "3", "--runs", "3"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["backend"] == "tvm" and result["measured_ms"] > 0
