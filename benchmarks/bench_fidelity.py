@@ -1,0 +1,153 @@
+"""Prediction fidelity per backend: LUT sum, calibrated, LUT+fit and fit-only, on held-out sub-networks.
+
+    python benchmarks/bench_fidelity.py                       # the acceptance table (quiet machine)
+    python benchmarks/bench_fidelity.py --samples 40 --backends onnxruntime,tflite --rounds 4   # quick look
+
+For each backend (onnxruntime, openvino, tflite and the adb backend on the loopback ADB device):
+profile a LUT at 5 resolutions (or reuse benchmarks/out/<backend>-5res.json), measure --samples
+sub-networks end to end with the table's protocol (``validate``), then, on the same split (half fit,
+half held out): the linear calibration ``validate`` stores, ``fit --lut`` (LUT+fit) and ``fit``
+without a LUT (fit-only). Targets (issue 15): after calibration / fit, >= 95% of held-out
+sub-networks within ±10% and >= 80% within ±5% on every host backend. Writes the table as JSON,
+each backend's measurements as M.jsonl (the input of ``ofa-deploy fit`` and of
+bench_fit_sample_size.py) and one scatter plot with a panel per backend and prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from common import HOST_BACKENDS, OUT, machine, print_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ofa_deploy.backend.profiles import default_profile_for
+from ofa_deploy.backend.registry import create_backend
+from ofa_deploy.backend.timing import TimingOptions
+from ofa_deploy.latency.fit import fit_measurements
+from ofa_deploy.latency.measurements import write_measurements
+from ofa_deploy.latency.profiling import ProfilePlan, profile, profile_metadata
+from ofa_deploy.latency.table import load_lut
+from ofa_deploy.latency.validation import measurements_of, validate
+from ofa_deploy.metrics import agreement
+from ofa_deploy.reports.fidelity_plot import FidelitySeries, plot_fidelity
+from ofa_deploy.space.arch import ArchBatch
+
+RESOLUTIONS = (160, 176, 192, 208, 224)
+ADB = "adb-loopback"
+
+
+def meets_targets(metrics: dict) -> bool:
+    """Issue 15: >= 95% of held-out sub-networks within ±10% and >= 80% within ±5%."""
+    return metrics["acc10"] >= 0.95 and metrics["acc5"] >= 0.80
+
+
+@contextmanager
+def open_backend(name: str, rounds: int | None):
+    """The backend, with the loopback ADB device started (and stopped) for ``adb-loopback``."""
+    if name != ADB:
+        device = default_profile_for(name)
+        with device.create_backend(rounds=rounds) as backend:
+            yield backend, device.name, device.width_mult
+        return
+    from tests.adb_device import FakeAdbDevice
+
+    work = Path(tempfile.mkdtemp(prefix="ofa-fidelity-adb-"))
+    os.environ["XDG_CONFIG_HOME"] = str(work / "config")
+    phone = FakeAdbDevice(work / "phone").start()
+    try:
+        (work / "bin").mkdir()
+        stub = phone.install_benchmark_stub(work / "bin")
+        timing = TimingOptions(threads=1, warmup=3, rounds=rounds or 10, runs=10)
+        with create_backend("adb", timing, serial=phone.serial, benchmark_model=str(stub), batch_size=32) as backend:
+            yield backend, "loopback", 1.0
+    finally:
+        phone.stop()
+
+
+def profiled_lut(backend, device_name: str, width: float, path: Path, reuse: bool):
+    if reuse and path.exists():
+        return load_lut(path)
+    if path.exists():
+        path.unlink()
+    plan = ProfilePlan.for_space(width, RESOLUTIONS)
+    return profile(backend, plan, path, profile_metadata(backend, device_name), progress=True)
+
+
+def one_backend(name: str, args: argparse.Namespace) -> tuple[dict, list[FidelitySeries]]:
+    start = time.time()
+    with open_backend(name, args.rounds) as (backend, device_name, width):
+        table = profiled_lut(backend, device_name, width, OUT / f"{name}-5res.json", args.reuse_luts)
+        profiled_s = time.time() - start
+        result = validate(table, backend, args.samples, seed=args.seed, progress=True)
+    write_measurements(OUT / f"fidelity-{name}.jsonl", measurements_of(result))
+    fit_half = [m for m, used in zip(measurements_of(result), result.fit_mask) if used]
+    held = ~result.fit_mask
+    held_batch = ArchBatch.from_archs([a for a, h in zip(result.archs, held) if h])
+    measured = result.measured[held]
+    predictions = {
+        "LUT sum": result.predicted[held],
+        "calibrated": result.calibration.apply(result.predicted[held]),
+        "LUT+fit": fit_measurements(fit_half, width, base=table, seed=args.seed).predict(held_batch),
+        "fit only": fit_measurements(fit_half, width, seed=args.seed).predict(held_batch),
+    }
+    row = {
+        "backend": name,
+        "samples": len(result.archs),
+        "held_out": int(held.sum()),
+        "profile_and_measure_s": round(time.time() - start, 1),
+        "profile_s": round(profiled_s, 1),
+        **{kind: agreement(p, measured) for kind, p in predictions.items()},
+    }
+    series = [FidelitySeries(f"{name}: {kind}", measured, p) for kind, p in predictions.items() if kind != "LUT sum"]
+    return row, series
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default=",".join((*HOST_BACKENDS, ADB)))
+    parser.add_argument("--samples", type=int, default=100, help="sub-networks per backend (half fit, half held out)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, help="timing rounds per key/network (default: the device profile's)")
+    parser.add_argument("--reuse-luts", action="store_true", help="reuse benchmarks/out/<backend>-5res.json if there")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    rows, series = [], []
+    for name in [b for b in args.backends.split(",") if b]:
+        row, panels = one_backend(name, args)
+        rows.append(row)
+        series += panels
+        print(f"{name}: done in {row['profile_and_measure_s']} s", file=sys.stderr)
+    (OUT / "fidelity.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+    plot_fidelity(series, OUT / "fidelity.png", title=f"held-out sub-networks, r in {list(RESOLUTIONS)}")
+    print(
+        f"\nMeasured vs predicted: {args.samples} sub-networks per backend at r in {list(RESOLUTIONS)}; calibration "
+        f"and fits use the same half, figures are on the held-out half ({machine()})"
+    )
+    kinds = ("LUT sum", "calibrated", "LUT+fit", "fit only")
+    print_table(
+        ["backend", "held out", *[f"{k} acc5/acc10" for k in kinds], "targets (calibrated, LUT+fit)"],
+        [
+            [
+                r["backend"],
+                r["held_out"],
+                *[f"{r[k]['acc5']:.0%} / {r[k]['acc10']:.0%}" for k in kinds],
+                ", ".join("met" if meets_targets(r[k]) else "missed" for k in ("calibrated", "LUT+fit")),
+            ]
+            for r in rows
+        ],
+    )
+    print(f"\nwrote {OUT / 'fidelity.json'}, {OUT / 'fidelity.png'} and fidelity-<backend>.jsonl")
+    return 0 if all(np.isfinite(r["LUT+fit"]["mape"]) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
