@@ -1,0 +1,109 @@
+"""``ofa-deploy deploy``: put a bundle on one or many devices, verify it there, benchmark it, record it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ofa_deploy.cli.common import Bound, add_bounded, add_target_args, checked
+
+TOLERANCE = Bound(float, 0.0, low_open=True)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "deploy",
+        help="push a bundle to devices (in parallel), check its sha256 on each, benchmark it there, record it",
+    )
+    p.add_argument("bundle", help="bundle directory written by `ofa-deploy compile`")
+    add_target_args(p)
+    p.add_argument("--all-devices", action="store_true", help="every device the backend sees attached right now")
+    p.add_argument("--remote-dir", metavar="D", help="install directory on the devices (default: the backend's)")
+    add_bounded(
+        p,
+        "--tolerance",
+        TOLERANCE,
+        "largest |measured - predicted| / predicted that passes (default 0.25)",
+        default=0.25,
+    )
+    p.add_argument("--force", action="store_true", help="redo devices that already hold this bundle")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done on each device; change nothing")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Ray cluster address (e.g. head:6379): run each device's job on the host it is attached to",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=checked(run))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ofa_deploy.backend.timing import TimingOptions
+    from ofa_deploy.cli.common import resolve_profile
+    from ofa_deploy.deploy.bundle import open_bundle
+    from ofa_deploy.fleet.deploy import (
+        BundleFiles,
+        DeployOptions,
+        deploy_fleet,
+        exit_code,
+        local_job,
+        require_deployable,
+    )
+    from ofa_deploy.fleet.targets import specs_from_args
+
+    directory = Path(args.bundle)
+    manifest = open_bundle(directory)  # a bundle that fails verification stops here (exit 2)
+    if not args.backend and not args.device:
+        args.backend = manifest.backend_name
+    profile = resolve_profile(args)
+    timing = manifest.timing
+    base = TimingOptions(**{**timing.to_dict(), "instances": 1}) if timing else None
+    recorded = manifest.document["backend"].get("settings")
+    same = (profile.backend if profile else args.backend) == manifest.backend_name
+    specs = specs_from_args(
+        args, profile, base, recorded if same and isinstance(recorded, dict) else None, check=require_deployable
+    )
+    bundle = BundleFiles.of(directory, manifest)
+    options = DeployOptions(args.remote_dir, args.tolerance, args.force, args.dry_run)
+    if args.cluster:
+        from ofa_deploy.fleet.cluster import Cluster
+
+        job = Cluster.connect(args.cluster).deploy_job(specs, directory, bundle, options)
+    else:
+        job = local_job(specs, directory, bundle, options)
+    records = deploy_fleet(directory, list(specs), job, options, progress=not args.no_progress)
+    _report(args, directory, records)
+    return exit_code(records)
+
+
+def _report(args: argparse.Namespace, directory: Path, records) -> None:
+    from ofa_deploy.cli.output import format_table, info, print_json
+    from ofa_deploy.fleet.deploy import exit_code
+    from ofa_deploy.fleet.records import RECORDS_DIR, UNREACHABLE
+
+    if args.json:
+        print_json(
+            {
+                "bundle": str(directory),
+                "dry_run": args.dry_run,
+                "exit_code": exit_code(records),
+                "devices": [r.to_dict() for r in records],
+            }
+        )
+    else:
+        rows = []
+        for r in records:
+            measured = "" if r.measured_ms is None else f"{r.measured_ms:.3f}"
+            predicted = "" if r.predicted_ms is None else f"{r.predicted_ms:.3f}"
+            error = "" if r.error_percent is None else f"{r.error_percent:+.1f}%"
+            verified = "yes" if r.verified_on_device else "no"
+            rows.append([r.device, r.status, verified, measured, predicted, error, f"{r.seconds:.1f}"])
+        headers = ["device", "status", "sha256 on device", "measured ms", "predicted ms", "error", "s"]
+        print(format_table(headers, rows))
+        if not args.dry_run:
+            print(f"records: {directory / RECORDS_DIR}/")
+    for r in records:
+        if r.reason and r.status not in ("deployed", "skipped", "would-install", "would-skip"):
+            kind = "unreachable" if r.status == UNREACHABLE else r.status
+            info(f"warning: {r.device}: {kind}: {r.reason}")

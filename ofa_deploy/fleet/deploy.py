@@ -1,0 +1,259 @@
+"""Deploying one bundle to many devices: push, check on the device, benchmark there, record.
+
+For each device, in parallel (one thread per device; one failing device never stops the others):
+
+1. connect and read the device's identity (an unreachable device is recorded as such: exit 3);
+2. ask the device for the sha256 of the bundle's files in its install directory
+   (``<install dir>/<bundle name>/``); when it already holds them and a completed deployment of the
+   same artifact is recorded, skip it (unless ``--force``);
+3. push the files that differ (all with ``--force``), then have the device hash every pushed file
+   itself; any difference is a ``hash-mismatch`` (nothing is benchmarked on a corrupt install);
+4. benchmark the installed artifact where it is, normalised by the bundle's reference operator
+   like its prediction, and compare with the prediction against ``--tolerance``;
+5. write ``BUNDLE/deployments/<device>.json`` (atomically).
+
+A backend takes part through the optional :class:`~ofa_deploy.backend.interface.RemoteDeviceBackend`
+methods ``install_dir``, ``install``, ``remote_sha256``, ``benchmark_installed`` and
+``device_identity`` (adb implements them; docs/fleet.md says what a TVM RPC backend would).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from ofa_deploy.backend.interface import Backend, RemoteDeviceBackend
+from ofa_deploy.deploy.bundle import sha256
+from ofa_deploy.deploy.manifest import MANIFEST, Manifest
+from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
+from ofa_deploy.fleet.records import (
+    COMPLETED,
+    DEPLOYED,
+    FAILED,
+    HASH_MISMATCH,
+    OUT_OF_TOLERANCE,
+    SKIPPED,
+    UNREACHABLE,
+    WOULD_INSTALL,
+    WOULD_SKIP,
+    DeploymentRecord,
+    read_record,
+    write_record,
+)
+from ofa_deploy.latency.metadata import ReferenceInfo, utc_now
+from ofa_deploy.latency.profiling import load_reference
+
+DEFAULT_TOLERANCE = 0.25  # |measured - predicted| / predicted
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    remote_dir: str | None = None  # install directory on the device (default: the backend's)
+    tolerance: float = DEFAULT_TOLERANCE
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """What a deployment needs from a verified bundle (picklable, so a cluster worker can get it)."""
+
+    name: str  # the bundle directory's name: the folder it gets on the device
+    files: tuple[str, ...]  # pushed, in order: the artifact's files, arch.json, manifest.json
+    checksums: dict[str, str]  # sha256 of every pushed file
+    main: str
+    predicted_ms: float | None
+    reference: ReferenceInfo | None
+
+    @classmethod
+    def of(cls, directory: Path, manifest: Manifest) -> BundleFiles:
+        """From a bundle that :func:`ofa_deploy.deploy.bundle.open_bundle` has verified."""
+        directory = Path(directory).resolve()
+        checksums = {**manifest.checksums, MANIFEST: sha256(directory / MANIFEST)}
+        predicted = manifest.predicted_latency
+        return cls(
+            name=directory.name,
+            files=(*manifest.files, MANIFEST),
+            checksums=checksums,
+            main=manifest.artifact.main,
+            predicted_ms=float(predicted["ms"]) if predicted and predicted.get("ms") is not None else None,
+            reference=manifest.reference,
+        )
+
+    @property
+    def artifact_files(self) -> tuple[str, ...]:
+        """The files whose hashes decide whether a device already holds this bundle (not the
+        manifest, which `benchmark` appends to)."""
+        return tuple(f for f in self.files if f != MANIFEST)
+
+
+def judge(measured_ms: float, predicted_ms: float | None, tolerance: float) -> tuple[bool | None, float | None]:
+    """(passed, error percent) of a measurement against the prediction; (None, None) without one."""
+    if predicted_ms is None or predicted_ms <= 0:
+        return None, None
+    error = 100.0 * (predicted_ms - measured_ms) / measured_ms
+    return abs(measured_ms - predicted_ms) <= tolerance * predicted_ms, error
+
+
+def require_deployable(backend: Backend) -> RemoteDeviceBackend:
+    if not isinstance(backend, RemoteDeviceBackend):
+        raise BadInputError(
+            f"backend '{backend.name}' is a {backend.kind.value}, not a remote device: there is nothing to deploy "
+            "to (use `ofa-deploy benchmark` for targets on this machine)"
+        )
+    return backend
+
+
+def deploy_to_device(
+    make: Callable[[], Backend],
+    device: str,
+    source: Path,
+    bundle: BundleFiles,
+    options: DeployOptions,
+    previous: DeploymentRecord | None = None,
+) -> DeploymentRecord:
+    """Deploy the bundle in ``source`` to one device; every outcome is a record (nothing raises for
+    a device fault). ``make`` builds the device's backend (called here, so it runs in the worker)."""
+    started = time.monotonic()
+    record = DeploymentRecord(
+        device=device,
+        status=FAILED,
+        time=utc_now(),
+        bundle=bundle.name,
+        artifact=bundle.main,
+        artifact_sha256=bundle.checksums[bundle.main],
+        predicted_ms=bundle.predicted_ms,
+        tolerance=options.tolerance,
+        host=socket.gethostname(),
+    )
+    try:
+        with make() as backend:
+            _deploy(require_deployable(backend), Path(source), bundle, options, previous, record)
+    except TargetUnavailableError as exc:
+        record.status, record.reason = UNREACHABLE, str(exc)
+    except OFADeployError as exc:
+        record.status, record.reason = FAILED, str(exc)
+    record.seconds = round(time.monotonic() - started, 3)
+    return record
+
+
+def _deploy(
+    backend: RemoteDeviceBackend,
+    source: Path,
+    bundle: BundleFiles,
+    options: DeployOptions,
+    previous: DeploymentRecord | None,
+    record: DeploymentRecord,
+) -> None:
+    record.identity = backend.device_identity()
+    remote_dir = f"{(options.remote_dir or backend.install_dir()).rstrip('/')}/{bundle.name}"
+    record.remote_dir = remote_dir
+    held = {name: backend.remote_sha256(f"{remote_dir}/{name}") for name in bundle.artifact_files}
+    holds_bundle = all(held[name] == bundle.checksums[name] for name in held)
+    completed_before = (
+        previous is not None
+        and previous.status in COMPLETED
+        and previous.artifact_sha256 == record.artifact_sha256
+        and previous.remote_dir == remote_dir
+    )
+    if holds_bundle and completed_before and not options.force:
+        record.status = WOULD_SKIP if options.dry_run else SKIPPED
+        record.reason = f"the device already holds this bundle (sha256 {record.artifact_sha256[:12]}); --force redoes"
+        record.remote_sha256, record.verified_on_device = held, True
+        for name in ("measured_ms", "latency_ms", "error_percent", "passed"):
+            setattr(record, name, getattr(previous, name))
+        return
+    todo = [name for name in bundle.files if options.force or held.get(name) != bundle.checksums[name]]
+    if options.dry_run:
+        record.status = WOULD_INSTALL
+        record.reason = f"would push {len(todo)} file(s) to {remote_dir}, check their sha256 there and benchmark"
+        record.remote_sha256 = held
+        return
+    for name in todo:
+        backend.install(source / name, f"{remote_dir}/{name}")
+    record.remote_sha256 = {name: backend.remote_sha256(f"{remote_dir}/{name}") for name in bundle.files}
+    wrong = [name for name in bundle.files if record.remote_sha256[name] != bundle.checksums[name]]
+    if wrong:
+        got = record.remote_sha256[wrong[0]]
+        record.status = HASH_MISMATCH
+        record.reason = (
+            f"{remote_dir}/{wrong[0]} on the device has sha256 {got[:12] if got else 'none (missing)'}, "
+            f"the bundle's is {bundle.checksums[wrong[0]][:12]} ({len(wrong)} file(s) differ): the copy is corrupt; "
+            "check the device's storage and deploy again"
+        )
+        return
+    record.verified_on_device = True
+    reference = load_reference(backend, bundle.reference)
+    stats = backend.benchmark_installed(f"{remote_dir}/{bundle.main}", reference)
+    summary = stats.summary()
+    record.measured_ms, record.latency_ms = stats.estimate, summary.get("latency_ms")
+    record.passed, record.error_percent = judge(stats.estimate, bundle.predicted_ms, options.tolerance)
+    if record.passed is False:
+        record.status = OUT_OF_TOLERANCE
+        record.reason = (
+            f"measured {stats.estimate:.3f} ms vs predicted {bundle.predicted_ms:.3f} ms "
+            f"({record.error_percent:+.1f}%), beyond the tolerance of {100 * options.tolerance:.0f}%"
+        )
+    else:
+        record.status = DEPLOYED
+
+
+# A function that deploys to one device and returns its record: threads on this machine by
+# default, or a cluster job (ofa_deploy.fleet.cluster).
+DeviceJob = Callable[[str, DeploymentRecord | None], DeploymentRecord]
+
+
+def deploy_fleet(
+    directory: Path,
+    devices: Sequence[str],
+    job: DeviceJob,
+    options: DeployOptions,
+    progress: bool = True,
+) -> list[DeploymentRecord]:
+    """Run ``job`` for every device at once; write each record as it arrives (not for --dry-run).
+    Returns the records in the order of ``devices``."""
+    from tqdm import tqdm
+
+    records: dict[str, DeploymentRecord] = {}
+    bar = tqdm(total=len(devices), desc="deploying", unit="device", disable=not progress or None, file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="deploy") as pool:
+        futures = {pool.submit(job, device, read_record(directory, device)): device for device in devices}
+        try:
+            for future in as_completed(futures):
+                device = futures[future]
+                try:
+                    record = future.result()
+                except OFADeployError as exc:  # a job that could not even start (e.g. a cluster refusing it)
+                    record = DeploymentRecord(device, FAILED, utc_now(), Path(directory).name, reason=str(exc))
+                    if isinstance(exc, TargetUnavailableError):
+                        record.status = UNREACHABLE
+                records[device] = record
+                if not options.dry_run:
+                    write_record(directory, record)
+                bar.update(1)
+        finally:
+            bar.close()
+    return [records[device] for device in devices]
+
+
+def local_job(specs: dict, source: Path, bundle: BundleFiles, options: DeployOptions) -> DeviceJob:
+    """Deploy from this machine: ``specs`` maps each device to its BackendSpec."""
+
+    def job(device: str, previous: DeploymentRecord | None) -> DeploymentRecord:
+        return deploy_to_device(specs[device].create, device, source, bundle, options, previous)
+
+    return job
+
+
+def exit_code(records: Sequence[DeploymentRecord]) -> int:
+    """3 when any device was unreachable, 1 when any deployment failed otherwise, else 0."""
+    if any(r.status == UNREACHABLE for r in records):
+        return 3
+    if any(r.status in (FAILED, HASH_MISMATCH, OUT_OF_TOLERANCE) for r in records):
+        return 1
+    return 0

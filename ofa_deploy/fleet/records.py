@@ -1,0 +1,98 @@
+"""Deployment records: one JSON file per device in ``BUNDLE/deployments/<device>.json``.
+
+A record says what was installed where and how it went: the device's identity, when, the
+artifact's sha256 and the hashes the device itself computed, the latency measured there against
+the bundle's prediction, and a status with its reason. Records are written atomically, so a run
+interrupted on one device never leaves a half-written file, and the next run reads them to skip
+devices that already hold the same bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ofa_deploy.files import atomic_write_text
+
+RECORDS_DIR = "deployments"
+
+# statuses
+DEPLOYED = "deployed"  # installed, verified on the device, benchmarked (and within tolerance, if predicted)
+SKIPPED = "skipped"  # the device already holds the same files and a completed deployment is recorded
+OUT_OF_TOLERANCE = "out-of-tolerance"  # installed and verified, but the latency is off the prediction
+HASH_MISMATCH = "hash-mismatch"  # the device's sha256 of a pushed file differs from the bundle's
+UNREACHABLE = "unreachable"  # could not connect, or the device went away
+FAILED = "failed"  # any other error (message in ``reason``)
+WOULD_INSTALL, WOULD_SKIP = "would-install", "would-skip"  # --dry-run
+
+COMPLETED = (DEPLOYED, SKIPPED, OUT_OF_TOLERANCE)  # the files are on the device and verified
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def device_file_name(device: str) -> str:
+    """A file name for a device id (``127.0.0.1:5555`` -> ``127.0.0.1_5555``)."""
+    name = _UNSAFE.sub("_", device).strip("._") or "device"
+    return name[:120]
+
+
+@dataclass
+class DeploymentRecord:
+    device: str  # the id the user named it by (serial, HOST:PORT)
+    status: str
+    time: str
+    bundle: str
+    artifact: str = ""  # the main file
+    artifact_sha256: str = ""
+    remote_dir: str = ""
+    remote_sha256: dict[str, str | None] = field(default_factory=dict)  # file -> hash the device computed
+    verified_on_device: bool = False
+    identity: dict[str, Any] = field(default_factory=dict)  # what the backend's check() reported
+    measured_ms: float | None = None
+    latency_ms: dict[str, Any] | None = None
+    predicted_ms: float | None = None
+    error_percent: float | None = None
+    tolerance: float | None = None
+    passed: bool | None = None  # against the tolerance; None when nothing was predicted or measured
+    reason: str = ""
+    seconds: float = 0.0
+    host: str = ""  # the machine that talked to the device (a cluster worker, or this one)
+
+    @property
+    def reached(self) -> bool:
+        return self.status != UNREACHABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def record_path(bundle: Path, device: str) -> Path:
+    return Path(bundle) / RECORDS_DIR / f"{device_file_name(device)}.json"
+
+
+def write_record(bundle: Path, record: DeploymentRecord) -> Path:
+    path = record_path(bundle, record.device)
+    atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_record(bundle: Path, device: str) -> DeploymentRecord | None:
+    """The last record for ``device``; None when there is none or it cannot be read (then it is redone)."""
+    path = record_path(bundle, device)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return DeploymentRecord.from_dict(data)
+    except TypeError:
+        return None
