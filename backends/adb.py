@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import shlex
 import time
 import weakref
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_DEVICE_DIR = "/data/local/tmp/ofa-deploy"
+DEFAULT_INSTALL_DIR = "/data/local/tmp/ofa-deploy-installed"  # deployed bundles (kept; not cleaned up)
 BINARY_ENV = "OFA_DEPLOY_BENCHMARK_MODEL"
 SERIAL_ENV = "ANDROID_SERIAL"  # the variable adb itself reads
 FREQUENCY_CHECKS = 3
@@ -85,6 +87,7 @@ class AdbSettings(BackendSettings):
     auth_timeout_s: float = setting(30.0, "time to accept the 'Allow USB debugging?' prompt")
     key_path: str | None = setting(None, "RSA key for ADB authentication (default: ~/.config/ofa-deploy/adbkey)")
     cleanup: bool = setting(True, "remove the pushed binary and models from the device when done")
+    install_dir: str = setting(DEFAULT_INSTALL_DIR, "device directory `ofa-deploy deploy` installs bundles under")
 
     def validate(self) -> None:
         for name in (
@@ -100,6 +103,8 @@ class AdbSettings(BackendSettings):
                 raise ValueError(f"{name}: must be >= 0")
         if self.batch_size < 1:
             raise ValueError("batch_size: must be positive")
+        if not self.install_dir.startswith("/"):
+            raise ValueError(f"install_dir: must be an absolute device path, got {self.install_dir!r}")
         if not self.device_dir.startswith("/"):
             raise ValueError(f"device_dir: must be an absolute device path, got {self.device_dir!r}")
         if self.taskset:
@@ -143,7 +148,11 @@ class AdbBackend(RemoteDeviceBackend):
     settings: AdbSettings
     cli_options = (
         CliOption(
-            "--serial", "serial", "phone to use: USB serial or HOST:PORT (default: $ANDROID_SERIAL)", metavar="S"
+            "--serial",
+            "serial",
+            "phone to use: USB serial or HOST:PORT (default: $ANDROID_SERIAL)",
+            metavar="S",
+            repeatable=True,
         ),
     )
 
@@ -308,6 +317,44 @@ class AdbBackend(RemoteDeviceBackend):
         return self._run_batch(
             [label for label, _ in models], paths, [data for _, data in models], reference, self.timing.rounds
         )
+
+    # ------------------------------------------------------------------ deployment (docs/fleet.md)
+    def install_dir(self) -> str:
+        return self.settings.install_dir.rstrip("/")
+
+    def install(self, local_path: Path, remote_path: str) -> None:
+        """Push one file (mode 0644) through the sync protocol, creating its directory first."""
+        data = Path(local_path).read_bytes()
+        parent = remote_path.rsplit("/", 1)[0] or "/"
+
+        def push(session: DeviceSession) -> None:
+            out = session.shell(f"mkdir -p {shlex.quote(parent)} && echo ready")
+            if "ready" not in out:
+                raise TargetUnavailableError(f"cannot create {parent} on the device: {out.strip()[:160]}")
+            session.push(data, remote_path)
+
+        self.connection().call(push, f"installing {remote_path}")
+
+    def remote_sha256(self, remote_path: str) -> str | None:
+        """``sha256sum`` on the phone (toybox's on Android 7+); None when the file is not there."""
+        path = shlex.quote(remote_path)
+        command = (
+            f"if [ -f {path} ]; then sha256sum {path} 2>/dev/null || toybox sha256sum {path}; else echo absent; fi"
+        )
+        out = self.connection().shell(command, f"hashing {remote_path}").strip()
+        if out == "absent":
+            return None
+        digest = out.split()[0].lower() if out else ""
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise TargetUnavailableError(f"the device cannot hash {remote_path} (sha256sum said: {out[:120]!r})")
+        return digest
+
+    def benchmark_installed(self, remote_path: str, reference: Reference | None = None) -> LatencyStats:
+        """Run benchmark_model on the installed file where it is (nothing is pushed or removed). The
+        batch script runs in the device directory and names the file relative to it, as it does
+        every model (no device path is written inside a pushed file)."""
+        relative = posixpath.relpath(remote_path, self.device_dir)
+        return self._run_batch([remote_path], [relative], [], reference, self.timing.rounds)[0]
 
     # ------------------------------------------------------------------ device work
     def _ensure_ready(self, session: DeviceSession) -> None:

@@ -9,6 +9,7 @@ output is only read once complete), so a rerun cannot double-count anything.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
 import os
@@ -40,15 +41,21 @@ def ensure_adb_key(path: Path | None = None) -> Path:
     to "always allow" this computer is not asked again on every run."""
     path = path or config_dir() / "adbkey"
     public = Path(f"{path}.pub")
-    if not (path.is_file() and public.is_file()):
-        keygen = require_module(BACKEND, EXTRA, "adb_shell.auth.keygen", "adb-shell")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        old_umask = os.umask(0o077)
-        try:
-            keygen.keygen(str(path))
-        finally:
-            os.umask(old_umask)
-    os.chmod(path, 0o600)
+    if path.is_file() and public.is_file():
+        return path
+    keygen = require_module(BACKEND, EXTRA, "adb_shell.auth.keygen", "adb-shell")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Devices are reached in parallel (threads, and processes of a fleet): one creates the pair while the
+    # others wait, so nobody reads a half-written key.
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path.is_file() and public.is_file()):
+            old_umask = os.umask(0o077)
+            try:
+                keygen.keygen(str(path))
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, 0o600)
     return path
 
 

@@ -314,3 +314,17 @@ def test_no_serial_and_no_usb_phone_is_exit_3(env, device, tmp_path, capsys, mon
     code = main(["profile", "--backend", "adb", "--resolutions", "160", "--out", str(tmp_path / "x.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 1 and "--serial" in err[0], err
+
+
+def test_key_pair_made_once_when_devices_are_reached_in_parallel(tmp_path):
+    """Deploy and sharded profiles reach several devices at once: none may read a half-written key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ofa_deploy.backends.adb_connection import ensure_adb_key
+    from tests.adb_device.auth import parse_public_key
+
+    path = tmp_path / "adbkey"
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: ensure_adb_key(path).read_bytes(), range(8)))
+    assert len(set(made)) == 1 and b"PRIVATE KEY" in made[0]
+    parse_public_key((tmp_path / "adbkey.pub").read_bytes())

@@ -25,7 +25,7 @@ def backend(request):
 
 def test_registry_lists_builtins():
     assert set(BUILTIN_BACKENDS) <= set(backend_names())
-    assert set(RUNTIME_MODULES) | {"adb", "fpga"} == set(BUILTIN_BACKENDS)
+    assert set(RUNTIME_MODULES) | {"adb", "fpga", "nvidia", "tvm"} == set(BUILTIN_BACKENDS)
 
 
 def test_check_reports_runtime(backend):

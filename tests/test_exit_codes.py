@@ -321,6 +321,31 @@ ROWS = [
         2,
         "{missing}",
     ),
+    # -- fit
+    row("fit-unreadable-measurements", "fit --measurements {missing} --out {out}/f.json", 2, "{missing}"),
+    row("fit-invalid-json-line", "fit --measurements {bad_json} --out {out}/f.json", 2, "{bad_json}:1"),
+    # -- train / eval-subnets (each fails before any training)
+    row("train-unknown-dataset", "train --dataset nowhere --out {out}/t", 2, "nowhere"),
+    row(
+        "train-imagefolder-without-train-dir", "train --dataset imagefolder:{empty_dir} --out {out}/t", 2, "{empty_dir}"
+    ),
+    row("train-unknown-recipe", "train --dataset digits --recipe nope --out {out}/t", 2, "nope"),
+    row(
+        "eval-subnets-unreadable-supernet",
+        "eval-subnets --supernet {missing} --dataset digits --samples 4 --out {out}/a.jsonl",
+        2,
+        "{missing}",
+    ),
+    row(
+        "eval-subnets-not-a-checkpoint",
+        "eval-subnets --supernet {bad_json} --dataset digits --samples 4 --out {out}/a.jsonl",
+        2,
+        "{bad_json}",
+    ),
+    # -- deploy
+    row("deploy-no-such-directory", "deploy {missing} --backend adb", 2, "{missing}"),
+    row("deploy-tampered-bundle", "deploy {tampered} --backend adb", 2, "cost_report.json"),
+    row("deploy-local-backend", "deploy {bundle} --backend onnxruntime", 2, "not a remote device"),
     # -- extract
     row("extract-unreadable-arch", "extract --arch {missing} --random-weights --out {out}/x", 2, "{missing}"),
     row("extract-arch-outside-space", "extract --arch {r161} --random-weights --out {out}/x", 2, "161"),

@@ -60,6 +60,7 @@ class CliOption:
     help: str
     type: Callable[[str], Any] = str
     metavar: str | None = None
+    repeatable: bool = False  # may be given several times (e.g. --serial S1 --serial S2: one target each)
 
 
 @dataclass
@@ -142,6 +143,11 @@ class Backend(ABC):
     def attached_targets(cls) -> list[dict[str, Any]]:
         """Devices this backend can reach right now, without opening a session (for ``devices``)."""
         return []
+
+    def conditions(self) -> dict[str, Any] | None:
+        """The target's operating conditions now (e.g. a GPU's clocks and temperature), recorded by
+        profiling before and after a table is measured; None when the backend has none to report."""
+        return None
 
     @classmethod
     def status(cls) -> BackendStatus:
@@ -302,6 +308,34 @@ class RemoteDeviceBackend(Backend):
         if not local.is_file():
             raise BadInputError(f"{local}: the artifact's model file is missing")
         return self.measure_models([(str(local), local.read_bytes())], reference, names=[local.name])[0]
+
+    # ------------------------------------------------------------------ deployment (``ofa-deploy deploy``)
+    # Optional: a backend that can ship bundles implements the first four (adb does; see docs/fleet.md).
+    def install_dir(self) -> str:
+        """Where bundles are installed on the device unless ``--remote-dir`` says otherwise."""
+        raise self._cannot_deploy()
+
+    def install(self, local_path: Path, remote_path: str) -> None:
+        """Copy one file onto the device at ``remote_path`` (creating its directory)."""
+        raise self._cannot_deploy()
+
+    def remote_sha256(self, remote_path: str) -> str | None:
+        """SHA-256 (hex) of a file as the device itself computes it; None when the file is absent."""
+        raise self._cannot_deploy()
+
+    def benchmark_installed(self, remote_path: str, reference: Reference | None = None) -> LatencyStats:
+        """Time an installed model file in place (same protocol as :meth:`benchmark`)."""
+        raise self._cannot_deploy()
+
+    def device_identity(self) -> dict[str, Any]:
+        """Who the device is, for deployment records: what :meth:`check` reports (serial, model, ...)."""
+        return self.check()
+
+    def _cannot_deploy(self) -> BadInputError:
+        return BadInputError(
+            f"backend '{self.name}' cannot deploy bundles (it does not implement install/remote_sha256/"
+            "benchmark_installed; see docs/fleet.md)"
+        )
 
 
 class AnalyticalBackend(Backend):

@@ -30,6 +30,8 @@ BUILTIN_BACKENDS = {
     "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
     "adb": "ofa_deploy.backends.adb:AdbBackend",
     "fpga": "ofa_deploy.backends.fpga:FpgaBackend",
+    "nvidia": "ofa_deploy.backends.nvidia:NvidiaBackend",
+    "tvm": "ofa_deploy.backends.tvm:TvmBackend",
 }
 
 log = logging.getLogger(__name__)

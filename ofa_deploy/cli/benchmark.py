@@ -72,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         f"{backend.timing.threads} thread(s))"
     )
     print(format_table(["latency (ms)", "value"], rows))
+    if result.get("per_batch_size"):  # backends that run batches (nvidia): latency and throughput per batch size
+        batches = [
+            [b["batch_size"], f"{b['latency_ms']:.3f}", f"{b['per_image_ms']:.4f}"]
+            + [f"{b['throughput_images_per_s']:.0f}"]
+            for b in result["per_batch_size"]
+        ]
+        print("\n" + format_table(["batch size", "latency (ms)", "per image (ms)", "images/s"], batches))
     note = (
         "robust figure = median of round minima, normalised by the LUT's reference operator"
         if result["normalised_by_reference"]

@@ -203,7 +203,8 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
                 dest=_dest(option),
                 type=option.type,
                 metavar=option.metavar,
-                help=f"[{names}] {option.help}",
+                help=f"[{names}] {option.help}" + (" (repeatable where several are used)" if option.repeatable else ""),
+                **({"action": "append"} if option.repeatable else {}),
             )
         except (argparse.ArgumentError, ValueError) as exc:  # e.g. a plugin declaring --out: skip it, keep the CLI
             if (names, flag) not in _REFUSED_FLAGS:
@@ -239,6 +240,10 @@ def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any
         mine = [option for name, option in owners if name == backend]
         if not mine:
             raise BadInputError(f"{flag} is an option of backend {', '.join(n for n, _ in owners)}, not of '{backend}'")
+        if isinstance(value, list):  # a repeatable flag: a verb using one target takes exactly one value
+            if len(value) > 1:
+                raise BadInputError(f"{flag} given {len(value)} times; this command uses one target (give it once)")
+            value = value[0]
         given[mine[0].setting] = value
         flags.append(flag)
     return given, flags
@@ -296,3 +301,21 @@ def warn_if_busy(backend: Backend) -> None:
     busy = busy_warning()
     if busy:
         log.warning("warning: %s", busy)
+
+
+def repeated_flag(args: argparse.Namespace, flag: str) -> list[Any]:
+    """Every value of a repeatable backend flag (``--serial S1 --serial S2``); empty when not given."""
+    owners = backend_options().get(flag)
+    value = getattr(args, _dest(owners[0][1]), None) if owners else None
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def with_flag(args: argparse.Namespace, flag: str, value: Any) -> argparse.Namespace:
+    """A copy of ``args`` with one backend flag set to a single value (one target of several)."""
+    copy = argparse.Namespace(**vars(args))
+    owners = backend_options().get(flag)
+    if owners:
+        setattr(copy, _dest(owners[0][1]), value)
+    return copy

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"not verified against torch: {v['skipped']}")
     else:
         print(
-            f"verified against torch: max |diff| {v['max_abs_diff']:.2e} (tolerance {v['tolerance']:g}) "
+            f"verified against torch: max |diff| {v['max_abs_diff']:.2e} on logits up to "
+            f"{v.get('logit_scale', 1.0):.3g} (relative tolerance {v['tolerance']:g}) "
             f"{'OK' if v['passed'] else 'FAILED'}"
         )
     if m["predicted_latency"]:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(format_table(["backend", "kind", "ready", "runtime"], rows))
     for name, s in statuses.items():
-        if s.kind != "remote device" or not s.available:
+        if not (s.targets or (s.kind == "remote device" and s.available)):
             continue
         flags = f" (use with {', '.join(s.flags)})" if s.flags else ""
         print(f"\nTargets of '{name}'{flags}:")

@@ -10,7 +10,9 @@ from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
     p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
-    p.add_argument("--arch", required=True, help="Arch JSON file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="Arch JSON file")
+    which.add_argument("--archs", help="JSON Lines file, one Arch per line: predicts them all (in order)")
     add_bounded(p, "--width-mult", WIDTH_MULT, "override the width multiplier inferred from the LUT")
     p.add_argument("--uncalibrated", action="store_true", help="ignore the LUT's calibration")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -24,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.space.arch import load_arch_file, width_mult_from
 
     table = load_lut(args.lut, args.width_mult)
+    if args.archs:
+        return _run_batch(args, table)
     arch, data = load_arch_file(args.arch)
     if "width_mult" in data and args.width_mult is None and width_mult_from(data, None, args.arch) != table.width_mult:
         raise BadInputError(
@@ -44,4 +48,28 @@ def run(args: argparse.Namespace) -> int:
         c = table.calibration
         note = f" (calibrated: {c.slope:.4f} x sum {c.intercept:+.4f} ms)"
     print(f"\npredicted latency: {latency:.3f} ms{note}  [{table.name}, r{arch.r}, w{table.width_mult}]")
+    return 0
+
+
+def _run_batch(args: argparse.Namespace, table) -> int:
+    """``--archs A.jsonl``: one vectorised prediction for every line; ``--json`` prints a list in line order."""
+    from ofa_deploy.cli.output import format_table, print_json
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.measurements import read_archs
+    from ofa_deploy.space.arch import ArchBatch
+
+    archs, lines_width = read_archs(args.archs)
+    if lines_width is not None and args.width_mult is None and lines_width != table.width_mult:
+        raise BadInputError(
+            f"{args.archs} is for width multiplier {lines_width} but {args.lut} is for {table.width_mult}"
+        )
+    calibrated = table.calibration is not None and not args.uncalibrated
+    latencies = table.predict_batch(ArchBatch.from_archs(archs), calibrated=calibrated)
+    if args.json:
+        print_json([{"latency_ms": float(ms), "r": a.r, "calibrated": calibrated} for a, ms in zip(archs, latencies)])
+        return 0
+    rows = [(i + 1, a.r, f"{ms:.3f}", str(a)) for i, (a, ms) in enumerate(zip(archs, latencies))]
+    print(format_table(["line", "r", "ms", "arch"], rows))
+    note = " (calibrated)" if calibrated else ""
+    print(f"\n{len(archs)} sub-networks predicted{note} [{table.name}, w{table.width_mult}]")
     return 0

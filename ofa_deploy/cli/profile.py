@@ -28,6 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Ray cluster address: profile in shards on the hosts the devices are attached to (docs/fleet.md)",
+    )
     p.set_defaults(run=checked(run))
 
 
@@ -36,12 +41,16 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_parent(Path(args.out))  # an unusable --out fails before any measuring
     device = resolve_profile(args)
+    from ofa_deploy.fleet.profiling import fleet_requested, run_profile
+
+    if fleet_requested(args):  # several devices (--serial S1 --serial S2) or --cluster: sharded (docs/fleet.md)
+        return run_profile(args, device, _plan(args, device))
     with make_backend(args, device) as backend:
         return _profile(args, device, backend)
 
 
-def _profile(args: argparse.Namespace, device, backend) -> int:
-    from ofa_deploy.latency.profiling import DRIFT_WARNING, ProfilePlan, drift_ratio, profile, profile_metadata
+def _plan(args: argparse.Namespace, device):
+    from ofa_deploy.latency.profiling import ProfilePlan
     from ofa_deploy.space.arch import check_width_mult
 
     resolutions = (
@@ -52,7 +61,14 @@ def _profile(args: argparse.Namespace, device, backend) -> int:
     width_mult = check_width_mult(
         args.width_mult if args.width_mult is not None else (device.width_mult if device else 1.0)
     )
-    plan = ProfilePlan.for_space(width_mult, resolutions)
+    return ProfilePlan.for_space(width_mult, resolutions)
+
+
+def _profile(args: argparse.Namespace, device, backend) -> int:
+    from ofa_deploy.latency.profiling import DRIFT_WARNING, drift_ratio, profile, profile_metadata
+
+    plan = _plan(args, device)
+    resolutions, width_mult = plan.resolutions, plan.width_mult
     metadata = profile_metadata(backend, device.name if device else backend.name)
     warn_if_busy(backend)
     out = Path(args.out)

@@ -17,18 +17,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bounded(p, "--seed", SEED, "random seed (default 0)", default=0)
     p.add_argument("--out", required=True, help="directory for report.json, measurements.csv, scatter.png")
     p.add_argument("--no-save", action="store_true", help="do not store the calibration in the LUT")
+    p.add_argument(
+        "--save-measurements",
+        metavar="M.jsonl",
+        help="also write what was measured (Arch + latency_ms per line), the input of `ofa-deploy fit`",
+    )
+    p.add_argument("--cluster", metavar="ADDRESS", help="Ray cluster of device hosts to measure on (docs/fleet.md)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
     p.set_defaults(run=checked(run))
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.common import resolve_profile, warn_if_busy
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.measurements import write_measurements
     from ofa_deploy.latency.metadata import CONVERTED
     from ofa_deploy.latency.table import load_lut
-    from ofa_deploy.latency.validation import validate, write_outputs
+    from ofa_deploy.latency.validation import measurements_of, validate, write_outputs
 
     table = load_lut(args.lut, args.width_mult)
     table.check_complete()  # an interrupted profile: name a missing key and --resume before measuring anything
@@ -40,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if lut_backend and lut_backend != chosen:
         raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{chosen}'")
     recorded = table.metadata.settings if lut_backend else None  # validate with the settings it was profiled with
-    with make_backend(args, device, table.metadata.timing, recorded) as backend:
+    from ofa_deploy.fleet.composite import fleet_backend  # one device, or several: --serial S1 --serial S2
+
+    with fleet_backend(args, device, table.metadata.timing, recorded) as backend:
         warn_if_busy(backend)
         result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
+    if args.save_measurements:  # first: the measurements are the expensive part
+        write_measurements(args.save_measurements, measurements_of(result))
     paths = write_outputs(result, Path(args.out))
     if not args.no_save:
         table.calibration = result.calibration
@@ -70,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         f"\ncalibration: measured ≈ {c.slope:.4f} x predicted {c.intercept:+.4f} ms"
         + ("" if args.no_save else " (saved into the LUT)")
     )
-    print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}")
+    saved = f", {args.save_measurements}" if args.save_measurements else ""
+    print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}{saved}")
     return 0

@@ -82,6 +82,10 @@ class TableMetadata:
     format: str | None = None
     converted_from: str | None = None
     model_parameters: dict[str, Any] | None = None  # an analytical backend's fitted parameters
+    target: dict[str, Any] | None = None  # what the backend's check() detailed (e.g. GPU, driver, batch size)
+    conditions: dict[str, Any] | None = None  # the target's conditions before/after profiling (e.g. GPU clocks)
+    fit: dict[str, Any] | None = None  # a table fitted from end-to-end measurements: method, count, held-out error
+    fleet: dict[str, Any] | None = None  # a table profiled in shards over several devices: devices, spread, outliers
 
     @classmethod
     def new(cls, **fields: Any) -> TableMetadata:
@@ -181,6 +185,10 @@ class TableMetadata:
             format=get("format", str),
             converted_from=get("converted_from", str),
             model_parameters=get("model_parameters", dict),
+            target=get("target", dict),
+            conditions=get("conditions", dict),
+            fit=get("fit", dict),
+            fleet=get("fleet", dict),
         )
 
     def to_dict(self) -> dict[str, Any]:

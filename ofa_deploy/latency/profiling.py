@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,7 @@ def profile_metadata(backend: Backend, device: str) -> TableMetadata:
         measurement=ESTIMATED if backend.kind is TargetKind.ANALYTICAL else TIMED,
         value_field=VALUE_FIELD,
         model_parameters=runtime.get("parameters") if backend.kind is TargetKind.ANALYTICAL else None,
+        target=runtime.get("details"),
     )
 
 
@@ -142,12 +143,14 @@ def profile(
     resume: bool = False,
     drift_every: int = 25,
     progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> LatencyTable:
     """Measure every key of ``plan`` not yet in the table at ``out``; returns the table.
     ``metadata`` comes from :func:`profile_metadata` (which has checked the target). ``out`` is
-    locked while this runs: a second profile on the same file is refused (exit 2)."""
+    locked while this runs: a second profile on the same file is refused (exit 2). ``on_batch(n)`` is
+    called after each saved batch of ``n`` keys (e.g. to drive one progress bar over several devices)."""
     with output_lock(out):
-        return _profile_locked(backend, plan, out, metadata, resume, drift_every, progress)
+        return _profile_locked(backend, plan, out, metadata, resume, drift_every, progress, on_batch)
 
 
 def _profile_locked(
@@ -158,6 +161,7 @@ def _profile_locked(
     resume: bool,
     drift_every: int,
     progress: bool,
+    on_batch: Callable[[int], None] | None = None,
 ) -> LatencyTable:
     table = start_table(out, dataclasses.replace(metadata, width_mult=plan.width_mult), resume)
     table.metadata.resolutions = sorted(set(table.metadata.resolutions) | set(plan.resolutions))
@@ -182,6 +186,7 @@ def _profile_locked(
     for key, record in measured.items():  # a resumed table may cover new resolutions with known keys
         place(key, record)
     todo = [op for key, op in plan.ops.items() if key not in measured]
+    before = backend.conditions()
     table.save(out)
     bar = _progress(len(plan.ops), len(plan.ops) - len(todo), enabled=progress)
     started = time.time()
@@ -198,11 +203,16 @@ def _profile_locked(
                 place(op.key, stats.table_record(overhead))
             table.save(out)
             bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(len(chunk))
     except OFADeployError as exc:
         table.save(out)
         raise type(exc)(f"{exc} (measured keys are saved in {out}; rerun with --resume to continue)") from None
     finally:
         bar.close()
+    if before is not None:
+        table.metadata.conditions = {"before": before, "after": backend.conditions()}
+        table.save(out)
     return table
 
 

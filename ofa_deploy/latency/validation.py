@@ -21,7 +21,8 @@ import numpy as np
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_text_file, atomic_write_figure, atomic_write_text
+from ofa_deploy.files import atomic_text_file, atomic_write_text
+from ofa_deploy.latency.measurements import Measurement
 from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
 from ofa_deploy.latency.table import Calibration, LatencyTable
@@ -158,35 +159,33 @@ def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
 
 
 def plot_scatter(result: ValidationResult, path: Path) -> None:
-    from matplotlib.figure import Figure  # object API: no global backend or pyplot state
+    """LUT sum and calibrated prediction vs measured, with the ±5/±10% bands (held-out half in blue)."""
+    from ofa_deploy.reports.fidelity_plot import FidelitySeries, plot_fidelity
 
     held = ~result.fit_mask
-    fig = Figure(figsize=(10, 4.6))
-    axes = fig.subplots(1, 2, sharex=False)
-    for ax, (title, pred, metrics) in zip(
-        axes,
-        [
-            ("LUT sum (uncalibrated)", result.predicted, result.report["before"]),
-            ("calibrated", result.calibration.apply(result.predicted), result.report["after"]),
-        ],
-    ):
-        ax.scatter(result.measured[~held], pred[~held], s=14, alpha=0.5, label="fit half", color="tab:gray")
-        ax.scatter(result.measured[held], pred[held], s=16, alpha=0.9, label="held-out half", color="tab:blue")
-        lo = float(min(result.measured.min(), pred.min())) * 0.95
-        hi = float(max(result.measured.max(), pred.max())) * 1.05
-        xs = np.linspace(lo, hi, 10)
-        ax.plot(xs, xs, "k-", lw=1, label="measured = predicted")
-        ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.12, label="±10%")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_xlabel("measured latency (ms)")
-        ax.set_ylabel("predicted latency (ms)")
-        ax.set_title(
-            f"{title}\nheld-out: ±5% {metrics['acc5']:.0%}, ±10% {metrics['acc10']:.0%}, "
-            f"tau {metrics['kendall_tau']:.2f}",
-            fontsize=10,
+    panels = [
+        FidelitySeries(f"{result.report['backend']}: LUT sum (uncalibrated)", result.measured, result.predicted, held),
+        FidelitySeries(
+            f"{result.report['backend']}: calibrated", result.measured, result.calibration.apply(result.predicted), held
+        ),
+    ]
+    plot_fidelity(panels, path, title=f"{result.report['backend']}: {result.report['samples']} sub-networks")
+
+
+def measurements_of(result: ValidationResult) -> list[Measurement]:
+    """What validate measured, as ``M.jsonl`` records for ``ofa-deploy fit`` (``latency_ms`` in the
+    table's time units, as the calibration used it; the wall-clock figure and spread alongside)."""
+    backend = result.report["backend"]
+    return [
+        Measurement(
+            arch,
+            float(result.measured[i]),
+            {
+                "raw_latency_ms": float(result.measured_raw[i]),
+                "std_ms": float(result.measured_std[i]),
+                "backend": backend,
+                "width_mult": result.report["width_mult"],
+            },
         )
-        ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"{result.report['backend']}: {result.report['samples']} sub-networks", fontsize=11)
-    fig.tight_layout()
-    atomic_write_figure(path, fig, dpi=110)
+        for i, arch in enumerate(result.archs)
+    ]

@@ -259,7 +259,8 @@ def load_supernet(path: str | Path, width_mult: float | None = None) -> OFAMobil
             f"{path}: cannot tell the width multiplier (no 'first_conv.conv.weight' of 16 or 24 channels); "
             "is this an OFA MobileNetV3 checkpoint?"
         )
-    net = OFAMobileNetV3(width_mult=w)
+    classifier = state.get("classifier.linear.weight")  # a supernet trained on other data has its own classes
+    net = OFAMobileNetV3(width_mult=w, n_classes=classifier.shape[0] if classifier is not None else 1000)
     try:
         net.load_state_dict(state)
     except CheckpointMismatchError as exc:

@@ -46,6 +46,7 @@ class BenchmarkRunner:
         self._cache: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self.runs: list[dict[str, str]] = []
+        self.slowdown = 1.0  # > 1: this phone reports proportionally slower timings (a throttled unit)
 
     def _interpreter(self, data: bytes, threads: int, xnnpack: bool):
         from ai_edge_litert import interpreter as litert
@@ -91,6 +92,8 @@ class BenchmarkRunner:
                 return "\n".join([*head, f"ERROR: Failed to construct interpreter ({exc})"]) + "\n", 1
             init_us = (time.perf_counter_ns() - start) // 1000
             warm, timed = self._time(interp, max(warmup, 1)), self._time(interp, runs)
+        if self.slowdown != 1.0:
+            warm, timed = ([max(1, int(t * self.slowdown)) for t in ts] for ts in (warm, timed))
         lines = [
             *head,
             f"INFO: Loaded model {graph}",

@@ -5,7 +5,10 @@ CNXN and AUTH (token, signature checked against keys the "user" accepted, public
 acceptance), OPEN/OKAY/WRTE/CLSE streams with one WRTE in flight per stream. Services:
 ``shell:`` (the command runs through /bin/sh, device paths rewritten into a temporary root) and
 ``sync:`` (STAT, SEND/DATA/DONE, RECV, LIST, QUIT). ``drop_after`` closes the connection after
-a number of service requests and can keep the device offline, to test reconnection.
+a number of service requests and can keep the device offline, to test reconnection;
+``drop_during_upload`` drops it in the middle of pushing a given file, and ``corrupt_uploads``
+stores given files with one byte changed (a flash fault the on-device checksum must catch).
+Several devices can run at once, each on its own port with its own root.
 
 Run by hand: ``python -m tests.adb_device.server ROOT`` prints the serial to connect to.
 """
@@ -207,9 +210,11 @@ class _Connection:
             return b""
         if request == b"DATA":
             self.upload[2].extend(body)
+            self.device.check_upload(self.upload[0])
             return b""
         if request == b"DONE":
             path, mode, content = self.upload
+            content = self.device.stored_content(path, content)
             try:
                 path.write_bytes(bytes(content))
                 os.chmod(path, stat.S_IMODE(mode) or 0o644)
@@ -256,6 +261,8 @@ class FakeAdbDevice:
         self._drop_at: int | None = None
         self._keep_offline = False
         self.offline = False
+        self._drop_uploads: tuple[str, bool] | None = None  # (file name part, stay offline)
+        self._corrupt_uploads: str | None = None
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._socket_dir = tempfile.mkdtemp(prefix="ofa-fake-bench-")
@@ -307,6 +314,32 @@ class FakeAdbDevice:
         with self._lock:
             self.offline = False
             self._drop_at = None
+            self._drop_uploads = None
+
+    def drop_during_upload(self, name_part: str, offline: bool = True) -> None:
+        """Close the connection while a file whose path contains ``name_part`` is being pushed
+        (after its first data chunk: the file is never completed); with ``offline``, stay away."""
+        with self._lock:
+            self._drop_uploads = (name_part, offline)
+
+    def corrupt_uploads(self, name_part: str | None) -> None:
+        """Store pushed files whose path contains ``name_part`` with their last byte flipped (None: stop)."""
+        with self._lock:
+            self._corrupt_uploads = name_part
+
+    def check_upload(self, path: Path) -> None:
+        with self._lock:
+            if self._drop_uploads is not None and self._drop_uploads[0] in str(path):
+                self.offline = self._drop_uploads[1]
+                self._drop_uploads = None
+                raise Dropped()
+
+    def stored_content(self, path: Path, content: bytearray) -> bytearray:
+        with self._lock:
+            if self._corrupt_uploads is not None and self._corrupt_uploads in str(path) and content:
+                content = bytearray(content)
+                content[-1] ^= 0xFF
+        return content
 
     def count_request(self) -> None:
         with self._lock:

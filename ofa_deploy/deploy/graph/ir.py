@@ -170,6 +170,8 @@ def build_graph(ops: Sequence[OpSpec], weights: WeightSource | None = None) -> G
         current = out
     graph.output_name = current
     graph.output_shape = _nchw(ops[-1].output_shape)
+    if isinstance(graph.nodes[-1], Linear):  # the classes of the weights (a supernet trained on other data)
+        graph.output_shape = (1, graph.nodes[-1].weight.shape[0])
     return graph
 
 
