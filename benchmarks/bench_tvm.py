@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,8 @@ def main() -> int:
     headers = ["servers", "resolutions", "keys", "profile s", "s/key"]
     if not args.skip_validate:
         headers += ["validate s", "within ±10% (calibrated)", "MAPE (calibrated)"]
-    print(f"machine: {results['machine']} (shared and loaded: figures are upper bounds)")
+    load = os.getloadavg()[0]
+    print(f"machine: {results['machine']}, load average {load:.1f} at the end (other work inflates every figure)")
     print_table(headers, rows)
     (OUT / "bench_tvm.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"details: {OUT / 'bench_tvm.json'}")
