@@ -303,6 +303,15 @@ def warn_if_busy(backend: Backend) -> None:
         log.warning("warning: %s", busy)
 
 
+def add_cluster_flag(p: argparse.ArgumentParser, work: str) -> None:
+    """``--cluster ADDRESS``: run ``work`` on the Ray hosts the devices are attached to (docs/fleet.md)."""
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help=f"Ray cluster address (e.g. head:6379): {work} on the hosts the devices are attached to (docs/fleet.md)",
+    )
+
+
 def repeated_flag(args: argparse.Namespace, flag: str) -> list[Any]:
     """Every value of a repeatable backend flag (``--serial S1 --serial S2``); empty when not given."""
     owners = backend_options().get(flag)

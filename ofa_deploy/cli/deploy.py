@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import Bound, add_bounded, add_target_args, checked
+from ofa_deploy.cli.common import Bound, add_bounded, add_cluster_flag, add_target_args, checked
 
 TOLERANCE = Bound(float, 0.0, low_open=True)
 
@@ -28,11 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="redo devices that already hold this bundle")
     p.add_argument("--dry-run", action="store_true", help="say what would be done on each device; change nothing")
-    p.add_argument(
-        "--cluster",
-        metavar="ADDRESS",
-        help="Ray cluster address (e.g. head:6379): run each device's job on the host it is attached to",
-    )
+    add_cluster_flag(p, "run each device's job")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=checked(run))

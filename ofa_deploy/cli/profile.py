@@ -9,6 +9,7 @@ from pathlib import Path
 from ofa_deploy.cli.common import (
     WIDTH_MULT,
     add_bounded,
+    add_cluster_flag,
     add_target_args,
     checked,
     make_backend,
@@ -28,11 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.add_argument(
-        "--cluster",
-        metavar="ADDRESS",
-        help="Ray cluster address: profile in shards on the hosts the devices are attached to (docs/fleet.md)",
-    )
+    add_cluster_flag(p, "profile in shards")
     p.set_defaults(run=checked(run))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import SAMPLES, SEED, WIDTH_MULT, add_bounded, add_target_args, checked
+from ofa_deploy.cli.common import SAMPLES, SEED, WIDTH_MULT, add_bounded, add_cluster_flag, add_target_args, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="M.jsonl",
         help="also write what was measured (Arch + latency_ms per line), the input of `ofa-deploy fit`",
     )
-    p.add_argument("--cluster", metavar="ADDRESS", help="Ray cluster of device hosts to measure on (docs/fleet.md)")
+    add_cluster_flag(p, "measure the sub-networks")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
     p.set_defaults(run=checked(run))
