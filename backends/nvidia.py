@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -282,6 +282,10 @@ class NvidiaBackend(LocalRuntimeBackend):
 
     def load(self, graph: Graph):
         return self._runner(with_batch(graph, self.settings.batch_size))
+
+    def _time_together(self, graphs: Sequence[Graph], reference: Reference | None) -> list[GpuLatencyStats]:
+        """One engine at a time, timed with CUDA events (engines hold GPU memory; not interleaved)."""
+        return [self._time(graph, reference) for graph in graphs]
 
     def _time(self, graph: Graph, reference: Reference | None) -> GpuLatencyStats:
         runners = [self.load(graph) for _ in range(self.timing.instances)]

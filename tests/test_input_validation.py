@@ -370,6 +370,8 @@ BIG = str(10**12)
         (["validate", "--instances", "101"], "--instances", "at most 100"),
         (["validate", "--seed", "-2"], "--seed", "at least 0"),
         (["profile", "--instances", "0"], "--instances", "at least 1"),
+        (["profile", "--interleave", "0"], "--interleave", "at least 1"),
+        (["validate", "--interleave", "1025"], "--interleave", "at most 1024"),
         (["profile", "--threads", BIG], "--threads", "at most 1024"),
         (["profile", "--width-mult", "1.1"], "--width-mult", "width multiplier 1.1"),
         (["predict", "--width-mult", "2"], "--width-mult", "width multiplier 2"),

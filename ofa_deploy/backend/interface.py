@@ -37,7 +37,15 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.settings import BackendSettings, parse_settings
-from ofa_deploy.backend.timing import LatencyEstimate, LatencyStats, Measurement, Reference, TimingOptions, time_runner
+from ofa_deploy.backend.timing import (
+    LatencyEstimate,
+    LatencyStats,
+    Measurement,
+    Reference,
+    TimingOptions,
+    time_interleaved,
+    time_runner,
+)
 from ofa_deploy.deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
 from ofa_deploy.space.ops import OpSpec
@@ -124,6 +132,9 @@ class Backend(ABC):
     batch_size: ClassVar[int] = 1
     # Whether timings are taken on this machine (so its load matters; see ofa_deploy.backend.host.busy_warning).
     times_on_host: ClassVar[bool] = True
+    # Set by a caller with a progress bar: called as (done, total) while one measure call times many
+    # models together (a host runtime's interleaved rounds); None: nobody is watching.
+    on_progress: Callable[[int, int], None] | None = None
 
     def __init__(self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any):
         self.timing = timing or TimingOptions()
@@ -222,19 +233,34 @@ class LocalRuntimeBackend(Backend):
     """A runtime in this process, timed on this machine (subclasses: ``load``, ``compile``, ``load_artifact``)."""
 
     kind = TargetKind.LOCAL_RUNTIME
+    batch_size: ClassVar[int] = TimingOptions().interleave  # per instance: its timing's ``interleave``
+
+    def __init__(self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any):
+        super().__init__(timing, settings_source, **settings)
+        # Operators or networks loaded together and timed in interleaved rounds (see time_interleaved).
+        self.batch_size = self.timing.interleave
 
     @abstractmethod
     def load(self, graph: Graph) -> Callable[[], Any]:
         """Prepare ``graph`` (random input); return a callable that runs one inference."""
 
-    def _time(self, graph: Graph, reference: Reference | None) -> LatencyStats:
-        return time_runner([self.load(graph) for _ in range(self.timing.instances)], self.timing, reference)
+    def _time_together(self, graphs: Sequence[Graph], reference: Reference | None) -> list[Measurement]:
+        """Load up to ``batch_size`` graphs at once and time them in interleaved rounds."""
+        results: list[Measurement] = []
+        size = max(1, self.batch_size)
+        chunks = [graphs[start : start + size] for start in range(0, len(graphs), size)]
+        report = self.on_progress
+        for c, chunk in enumerate(chunks):
+            runners = [[self.load(graph) for _ in range(self.timing.instances)] for graph in chunk]
+            hook = None if report is None else (lambda i, n, c=c: report(c * n + i, len(chunks) * n))
+            results += time_interleaved(runners, self.timing, reference, hook)
+        return results
 
     def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
-        return {op.key: self._time(build_graph([op]), reference) for op in ops}
+        return dict(zip([op.key for op in ops], self._time_together([build_graph([op]) for op in ops], reference)))
 
     def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
-        return [self._time(graph, reference) for graph in graphs]
+        return self._time_together(graphs, reference)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         run = self.load(build_graph([OpSpec.from_key(key)]))

@@ -12,6 +12,15 @@ measurement are expressed this way, in the table's time units, which took the re
 end-to-end measurements from 16% to under 2% here. The raw figure (median of round minima, no
 normalisation) and the reference's own latency are kept alongside, so drift is visible, not hidden.
 
+Several models measured together are timed *interleaved* (:func:`time_interleaved`): each round
+is one pass over all of them, every model's runs followed by the reference, and a round's reference
+figure is the median of the reference minima of that pass. A slow regime of the machine then hits
+every model of the batch in the same rounds instead of a few models for all their rounds, and a
+pass-wide reference is steadier than one reference minimum. On a shared 2-core VM whose speed
+switched between regimes ~20% apart, this took the repeatability of whole-network OpenVINO
+timings from 45% to 100% of networks within ±5% of a second measurement
+(``benchmarks/bench_repeatability.py``), at the same number of timed runs.
+
 Analytical backends do not time anything: they return :class:`LatencyEstimate`, which carries one
 number and says so, instead of fabricated timing statistics.
 """
@@ -150,9 +159,10 @@ class TimingOptions:
     rounds: int = 10
     runs: int = 10
     instances: int = 1  # fresh model instances the rounds alternate between (memory layout varies per instance)
+    interleave: int = 128  # models loaded together and timed in interleaved rounds (1: one after another)
 
     def __post_init__(self) -> None:
-        for name in ("threads", "rounds", "runs", "instances"):
+        for name in ("threads", "rounds", "runs", "instances", "interleave"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInputError(f"timing option '{name}' must be a positive integer, got {value!r}")
@@ -207,15 +217,43 @@ def time_runner(
     instance's unlucky memory placement does not decide the figure.
     """
     runners = list(run) if isinstance(run, (list, tuple)) else [run]
-    for runner in runners:
-        for _ in range(options.warmup):
-            runner()
-    rounds, ref_minima = [], []
+    return time_interleaved([runners], options, reference)[0]
+
+
+def time_interleaved(
+    models: Sequence[Sequence[Callable[[], Any]]],
+    options: TimingOptions,
+    reference: Reference | None = None,
+    on_round: Callable[[int, int], None] | None = None,
+) -> list[LatencyStats]:
+    """Time several models in interleaved rounds; one :class:`LatencyStats` per model, in order.
+
+    ``models[j]`` holds the instances of model ``j`` (rounds alternate between them). Every round is
+    one pass over all models: ``runs`` timed calls of the model, then ``runs`` of the reference. The
+    round's reference figure is the median of that pass's reference minima, so each model's estimate
+    is ``median over rounds(model minimum / pass reference) x baseline``. With one model this is the
+    plain sequential protocol. ``on_round(done, total)`` is called after every round (progress bars).
+    """
+    groups = [list(instances) for instances in models]
+    if not groups or any(not instances for instances in groups):
+        raise ValueError("time_interleaved needs at least one instance of every model")
+    for instances in groups:
+        for runner in instances:
+            for _ in range(options.warmup):
+                runner()
     timed_reference = reference is not None and reference.run is not None
+    rounds: list[list[list[float]]] = [[] for _ in groups]
+    pass_reference: list[float] = []
     for i in range(options.rounds):
-        rounds.append(_timed(runners[i % len(runners)], options.runs))
+        minima = []
+        for j, instances in enumerate(groups):
+            rounds[j].append(_timed(instances[i % len(instances)], options.runs))
+            if timed_reference:
+                minima.append(min(_timed(reference.run, options.runs)))
         if timed_reference:
-            ref_minima.append(min(_timed(reference.run, options.runs)))
+            pass_reference.append(float(np.median(minima)))
+        if on_round is not None:
+            on_round(i + 1, options.rounds)
     if not timed_reference:
-        return LatencyStats.from_rounds(rounds)
-    return LatencyStats.from_rounds(rounds, ref_minima, reference.baseline_ms)
+        return [LatencyStats.from_rounds(r) for r in rounds]
+    return [LatencyStats.from_rounds(r, pass_reference, reference.baseline_ms) for r in rounds]

@@ -123,6 +123,7 @@ class WidthMultBound(Bound):
 THREADS = Bound(int, 1, 1024)
 ROUNDS = Bound(int, 1, 10_000)  # --rounds and --runs
 INSTANCES = Bound(int, 1, 100)
+INTERLEAVE = Bound(int, 1, 1024)
 SEED = Bound(int, 0, 2**32 - 1)
 POPULATION = Bound(int, 4, 100_000)
 GENERATIONS = Bound(int, 1, 100_000)
@@ -220,12 +221,18 @@ def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) 
 
 
 def add_timing_args(p: argparse.ArgumentParser, instances_default: str = "the profile's") -> None:
-    """``--threads``, ``--rounds``, ``--runs``, ``--instances``: bounded, checked before any work."""
+    """``--threads``, ``--rounds``, ``--runs``, ``--instances``, ``--interleave``: bounded, checked before any work."""
     add_bounded(p, "--threads", THREADS, "inference threads (default: the profile's)")
     add_bounded(p, "--rounds", ROUNDS, "timing rounds per model (default: the profile's)")
     add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: the profile's)")
     add_bounded(
         p, "--instances", INSTANCES, f"model instances the rounds alternate between (default {instances_default})"
+    )
+    add_bounded(
+        p,
+        "--interleave",
+        INTERLEAVE,
+        "models loaded together and timed in interleaved rounds on a host runtime (default 128; 1: one at a time)",
     )
 
 
@@ -277,6 +284,7 @@ def make_backend(
         "rounds": getattr(args, "rounds", None),
         "runs": getattr(args, "runs", None),
         "instances": getattr(args, "instances", None),
+        "interleave": getattr(args, "interleave", None),
     }
     start = base or (profile.timing if profile is not None else TimingOptions())
     timing = {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.interface import Backend
+from ofa_deploy.backend.progress import measuring
 from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.files import atomic_text_file, atomic_write_text
@@ -88,11 +89,12 @@ def validate(
     with tqdm(total=len(archs), desc="validating", unit="net", disable=not progress or None, file=sys.stderr) as bar:
         for start in range(0, len(archs), step):
             chunk = archs[start : start + step]
-            for stats in backend.measure_networks([build_graph(arch_ops(a, w)) for a in chunk], reference):
+            with measuring(backend, bar, len(chunk)):
+                results = backend.measure_networks([build_graph(arch_ops(a, w)) for a in chunk], reference)
+            for stats in results:
                 measured.append(stats.estimate)
                 raw.append(stats.raw_estimate)
                 spread.append(stats.std)
-            bar.update(len(chunk))
     measured_arr = np.asarray(measured)
     fit_mask = np.zeros(len(archs), dtype=bool)
     fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
