@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ofa_deploy.backend.interface import Backend, TargetKind
+from ofa_deploy.backend.progress import measuring
 from ofa_deploy.backend.timing import Reference
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.files import output_lock
@@ -186,6 +188,10 @@ def _profile_locked(
     for key, record in measured.items():  # a resumed table may cover new resolutions with known keys
         place(key, record)
     todo = [op for key, op in plan.ops.items() if key not in measured]
+    # A seeded random order: a slow spell of the machine then lands on keys of every resolution and
+    # stage (noise that averages out in a network's sum) instead of on one resolution's block of
+    # keys (a bias every prediction at that resolution would inherit).
+    random.Random(len(plan.ops)).shuffle(todo)
     before = backend.conditions()
     table.save(out)
     bar = _progress(len(plan.ops), len(plan.ops) - len(todo), enabled=progress)
@@ -194,7 +200,8 @@ def _profile_locked(
         step = max(1, backend.batch_size)
         for start in range(0, len(todo), step):
             chunk = todo[start : start + step]
-            results = backend.measure(chunk, reference)
+            with measuring(backend, bar, len(chunk)):
+                results = backend.measure(chunk, reference)
             for j, op in enumerate(chunk):
                 stats = results[op.key]
                 i = start + j
@@ -202,7 +209,6 @@ def _profile_locked(
                     drift.append(DriftPoint(len(measured) + i, stats.reference_ms, round(time.time() - started, 2)))
                 place(op.key, stats.table_record(overhead))
             table.save(out)
-            bar.update(len(chunk))
             if on_batch is not None:
                 on_batch(len(chunk))
     except OFADeployError as exc:
