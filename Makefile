@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps ofa==0.1.0.post202307202001
 	cd benchmarks && ../$(BIN)/python bench_profiling.py && ../$(BIN)/python bench_validate.py \
 		&& ../$(BIN)/python bench_search.py && ../$(BIN)/python bench_adb_loopback.py \
-		&& ../$(BIN)/python bench_fpga.py && ../$(BIN)/python bench_fidelity.py \
+		&& ../$(BIN)/python bench_fpga.py && ../$(BIN)/python bench_repeatability.py && ../$(BIN)/python bench_fidelity.py \
 		&& ../$(BIN)/python bench_fit_sample_size.py && ../$(BIN)/python bench_error_sources.py \
 		&& ../$(BIN)/python bench_tvm.py && ../$(BIN)/python bench_fleet.py \
 		&& ../$(BIN)/python bench_progressive_shrinking.py
