@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_fidelity import RESOLUTIONS
 from common import HOST_BACKENDS, OUT, machine, print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +38,6 @@ from ofa_deploy.latency.profiling import reference_key
 from ofa_deploy.space.arch import sample_batch
 from ofa_deploy.space.ops import arch_ops
 
-RESOLUTIONS = (160, 176, 192, 208, 224)
 PROTOCOLS = ("sequential", "interleaved")
 
 

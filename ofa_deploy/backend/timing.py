@@ -17,9 +17,9 @@ is one pass over all of them, every model's runs followed by the reference, and 
 figure is the median of the reference minima of that pass. A slow regime of the machine then hits
 every model of the batch in the same rounds instead of a few models for all their rounds, and a
 pass-wide reference is steadier than one reference minimum. On a shared 2-core VM whose speed
-switched between regimes ~20% apart, this took the repeatability of whole-network OpenVINO
-timings from 45% to 100% of networks within ±5% of a second measurement
-(``benchmarks/bench_repeatability.py``), at the same number of timed runs.
+switched between regimes ~20% apart, this took the share of 32 whole networks whose two OpenVINO
+measurements agree within ±5% (after the pass's common factor) from 78% to 100%, and within ±2%
+from 53% to 100% (``benchmarks/bench_repeatability.py``), at the same number of timed runs.
 
 Analytical backends do not time anything: they return :class:`LatencyEstimate`, which carries one
 number and says so, instead of fabricated timing statistics.
