@@ -25,7 +25,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, require_module
-from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
 from ofa_deploy.backends.adb_connection import (
@@ -35,6 +35,7 @@ from ofa_deploy.backends.adb_connection import (
     config_dir,
     list_adb_devices,
 )
+from ofa_deploy.backends.adb_lock import DeviceLock, forget
 from ofa_deploy.backends.benchmark_model_output import (
     BenchmarkBinaryMissingError,
     BenchmarkFailedError,
@@ -67,12 +68,14 @@ BINARY, MODELS, SCRIPT = "benchmark_model", "models", "batch.sh"  # inside the d
 @dataclass(frozen=True)
 class AdbSettings(BackendSettings):
     serial: str | None = setting(
-        None, "host:port for ADB over TCP/Wi-Fi, or a USB serial (default: $ANDROID_SERIAL, else the only USB device)"
+        None,
+        "host:port for ADB over TCP/Wi-Fi, or a USB serial (default: $ANDROID_SERIAL, else the only USB device)",
+        LOCAL,
     )
     benchmark_model: str | None = setting(
-        None, f"host path of the Android benchmark_model binary (default: ${BINARY_ENV})"
+        None, f"host path of the Android benchmark_model binary (default: ${BINARY_ENV})", LOCAL
     )
-    device_dir: str = setting(DEFAULT_DEVICE_DIR, "device directory for the binary and models")
+    device_dir: str = setting(DEFAULT_DEVICE_DIR, "device directory for the binary and models", LOCAL)
     taskset: str | None = setting(None, "hex CPU mask benchmark_model is pinned to, e.g. 'f0' for cores 4-7")
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
     cooldown_s: float = setting(0.0, "seconds to sleep between timing rounds on the phone")
@@ -80,14 +83,19 @@ class AdbSettings(BackendSettings):
         0, "before each batch, the pinned cores must reach this frequency under load (0: no check)"
     )
     batch_size: int = setting(32, "models timed per round trip")
-    retries: int = setting(3, "reconnection attempts after a dropped connection")
-    retry_delay_s: float = setting(1.0, "first back-off delay in seconds, doubled after each try")
-    connect_timeout_s: float = setting(10.0, "timeout for connecting and for short requests")
-    command_timeout_s: float = setting(600.0, "longest silence allowed while a batch runs on the phone")
-    auth_timeout_s: float = setting(30.0, "time to accept the 'Allow USB debugging?' prompt")
-    key_path: str | None = setting(None, "RSA key for ADB authentication (default: ~/.config/ofa-deploy/adbkey)")
-    cleanup: bool = setting(True, "remove the pushed binary and models from the device when done")
-    install_dir: str = setting(DEFAULT_INSTALL_DIR, "device directory `ofa-deploy deploy` installs bundles under")
+    retries: int = setting(3, "reconnection attempts after a dropped connection", LOCAL)
+    retry_delay_s: float = setting(1.0, "first back-off delay in seconds, doubled after each try", LOCAL)
+    connect_timeout_s: float = setting(10.0, "timeout for connecting and for short requests", LOCAL)
+    command_timeout_s: float = setting(600.0, "longest silence allowed while a batch runs on the phone", LOCAL)
+    auth_timeout_s: float = setting(30.0, "time to accept the 'Allow USB debugging?' prompt", LOCAL)
+    busy_timeout_s: float = setting(
+        300.0, "how long to wait for another ofa-deploy run that is using the phone (then exit 2)", LOCAL
+    )
+    key_path: str | None = setting(None, "RSA key for ADB authentication (default: ~/.config/ofa-deploy/adbkey)", LOCAL)
+    cleanup: bool = setting(True, "remove the pushed binary and models from the device when done", LOCAL)
+    install_dir: str = setting(
+        DEFAULT_INSTALL_DIR, "device directory `ofa-deploy deploy` installs bundles under", LOCAL
+    )
 
     def validate(self) -> None:
         for name in (
@@ -98,6 +106,7 @@ class AdbSettings(BackendSettings):
             "connect_timeout_s",
             "command_timeout_s",
             "auth_timeout_s",
+            "busy_timeout_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")
@@ -105,8 +114,8 @@ class AdbSettings(BackendSettings):
             raise ValueError("batch_size: must be positive")
         if not self.install_dir.startswith("/"):
             raise ValueError(f"install_dir: must be an absolute device path, got {self.install_dir!r}")
-        if not self.device_dir.startswith("/"):
-            raise ValueError(f"device_dir: must be an absolute device path, got {self.device_dir!r}")
+        if not self.device_dir.startswith("/") or not self.device_dir.strip("/"):
+            raise ValueError(f"device_dir: must be an absolute device path below /, got {self.device_dir!r}")
         if self.taskset:
             try:
                 cores_in_mask(self.taskset.lower().removeprefix("0x"))
@@ -125,15 +134,16 @@ def cores_in_mask(mask: str) -> list[int]:
     return [i for i in range(bits.bit_length()) if bits >> i & 1]
 
 
-def _cleanup_device(connection: AdbConnection, directory: str, enabled: bool) -> None:
-    """Remove what this backend put on the phone (only its own files), then hang up."""
+def _cleanup_device(connection: AdbConnection, directory: str, enabled: bool, lock: DeviceLock) -> None:
+    """Remove what this backend put on the phone (only its own files) and unlock it, both only while
+    the device lock is still this run's (checked on the device); then hang up."""
+    command = ""
     if enabled:
         files = shlex.join([f"{directory}/{BINARY}", f"{directory}/{SCRIPT}"])
-        command = (
-            f"rm -rf {shlex.quote(f'{directory}/{MODELS}')}; rm -f {files}; rmdir {shlex.quote(directory)} 2>/dev/null;"
-            " true"
-        )
-        connection.if_connected(lambda session: session.shell(command))
+        models = shlex.quote(f"{directory}/{MODELS}")
+        command = f"rm -rf {models}; rm -f {files}; rmdir {shlex.quote(directory)} 2>/dev/null;"
+    connection.if_connected(lambda session: session.shell(lock.guarded(command)))
+    forget(lock)
     connection.close()
 
 
@@ -167,6 +177,7 @@ class AdbBackend(RemoteDeviceBackend):
         self.taskset = s.taskset.lower().removeprefix("0x") if s.taskset else None
         self.device_dir = s.device_dir.rstrip("/")
         self.serial = s.serial or os.environ.get(SERIAL_ENV) or None
+        self._lock = DeviceLock.beside(self.device_dir)  # one run at a time on the phone (adb_lock)
         self._connection: AdbConnection | None = None
         self._ready = False
         self._references: dict[str, str] = {}  # reference key -> device path
@@ -221,6 +232,7 @@ class AdbBackend(RemoteDeviceBackend):
                 self._connection,
                 self.device_dir,
                 self.settings.cleanup,
+                self._lock,
             )
         return self._connection
 
@@ -274,9 +286,8 @@ class AdbBackend(RemoteDeviceBackend):
         out = self.connection().call(probe, "reading the device's properties")
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         device = {name: found.get(name, "").strip() for name in [*props, "governor"]}
-        return {
+        return {  # what the phone is, recorded in tables and bundles; never which phone (the serial)
             **info,
-            "serial": self.serial or "usb",
             **device,
             "taskset": self.taskset or "",
             "xnnpack": self.command.xnnpack,
@@ -319,6 +330,10 @@ class AdbBackend(RemoteDeviceBackend):
         )
 
     # ------------------------------------------------------------------ deployment (docs/fleet.md)
+    def device_identity(self) -> dict[str, Any]:
+        """What :meth:`check` reports, plus the serial (a deployment record is about one phone)."""
+        return {**self.check(), "serial": self.serial or "usb"}
+
     def install_dir(self) -> str:
         return self.settings.install_dir.rstrip("/")
 
@@ -358,9 +373,11 @@ class AdbBackend(RemoteDeviceBackend):
 
     # ------------------------------------------------------------------ device work
     def _ensure_ready(self, session: DeviceSession) -> None:
-        """Create the device directory and install benchmark_model (again only if it changed)."""
+        """Lock the device directory (waiting for another run), create it and install benchmark_model
+        (again only if it changed)."""
         if self._ready:
             return
+        self._lock.acquire(session, self.settings.busy_timeout_s, self.serial)
         models = f"{self.device_dir}/{MODELS}"
         out = session.shell(f"mkdir -p {shlex.quote(models)} && echo ready")
         if "ready" not in out:

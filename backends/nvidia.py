@@ -38,7 +38,7 @@ from ofa_deploy.backend.interface import (
     missing_runtime,
     require_module,
 )
-from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import Reference, TimingOptions
 from ofa_deploy.backends import nvidia_conditions
 from ofa_deploy.backends.nvidia_cache import EngineCache, default_cache_dir
@@ -75,10 +75,10 @@ class NvidiaSettings(BackendSettings):
     )
     precision: str = setting("fp32", "fp32 or fp16 (fp16: TensorRT, ORT's TensorRT provider, torch)")
     batch_size: int = setting(1, "images per inference call; LUT values are per call (OFA's GPU tables: 64)")
-    device_index: int = setting(0, "CUDA device index (as CUDA_VISIBLE_DEVICES leaves them)")
+    device_index: int = setting(0, "CUDA device index (as CUDA_VISIBLE_DEVICES leaves them)", LOCAL)
     cuda_graphs: bool = setting(False, "replay each run as a CUDA graph (one launch per network)")
     workspace_mib: int = setting(4096, "TensorRT builder workspace limit in MiB")
-    engine_cache: str = setting("", "directory of cached TensorRT engines and timing caches (default ~/.cache)")
+    engine_cache: str = setting("", "directory of cached TensorRT engines and timing caches (default ~/.cache)", LOCAL)
     benchmark_batch_sizes: str = setting("1,16,64", "batch sizes `benchmark` also reports (latency, throughput)")
 
     def validate(self) -> None:

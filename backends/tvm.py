@@ -27,7 +27,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, missing_runtime
-from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.tvm_build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
 from ofa_deploy.backends.tvm_cross import LINKERS
@@ -50,7 +50,6 @@ from ofa_deploy.space.ops import OpSpec
 log = logging.getLogger(__name__)
 TVM_LIBRARY = "tvm-library"
 LIBRARY_FILE = "model.so"
-CONNECTION_FIELDS = ("rpc_tracker", "rpc_key", "rpc")  # how to reach devices today: not recorded in tables
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,13 @@ class TvmSettings(BackendSettings):
     cross_compiler: str = setting("host", "linker for the library: host (g++), zig (ziglang wheel) or gcc (apt)")
     board_cuda: str | None = setting(None, "CUDA version of the board's JetPack: warn when building with newer")
     needs_device: bool = setting(False, "the target is a board: measuring needs --rpc-tracker/--rpc-key or --rpc")
-    rpc_tracker: str | None = setting(None, "TVM RPC tracker HOST:PORT (with rpc_key)")
-    rpc_key: str | None = setting(None, "device key registered at the tracker")
-    rpc: str | None = setting(None, "a single TVM RPC server HOST:PORT (no tracker)")
-    rpc_timeout: float = setting(60.0, "seconds to get a device and for each request to it")
-    rpc_sessions: int = setting(0, "devices under the key to use at once (0: every server registered)")
-    build_workers: int = setting(1, "processes building libraries in parallel on this machine")
+    # how to reach the devices today, and this machine's build parallelism: never recorded (LOCAL)
+    rpc_tracker: str | None = setting(None, "TVM RPC tracker HOST:PORT (with rpc_key)", LOCAL)
+    rpc_key: str | None = setting(None, "device key registered at the tracker", LOCAL)
+    rpc: str | None = setting(None, "a single TVM RPC server HOST:PORT (no tracker)", LOCAL)
+    rpc_timeout: float = setting(60.0, "seconds to get a device and for each request to it", LOCAL)
+    rpc_sessions: int = setting(0, "devices under the key to use at once (0: every server registered)", LOCAL)
+    build_workers: int = setting(1, "processes building libraries in parallel on this machine", LOCAL)
     batch_size: int = setting(16, "operators or networks per batch (and per table save)")
     min_repeat_ms: int = setting(0, "time_evaluator min_repeat_ms: repeat runs until a timing lasts this long")
 
@@ -100,10 +100,6 @@ class TvmSettings(BackendSettings):
                 parse_target(self.target_host, "target_host")
         except BadInputError as exc:
             raise ValueError(str(exc).removeprefix("tvm setting ").replace("'", "", 2)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """What tables and bundles record: the target, not today's addresses of the devices."""
-        return {k: v for k, v in super().to_dict().items() if k not in CONNECTION_FIELDS}
 
 
 @dataclass
@@ -168,8 +164,7 @@ class TvmBackend(RemoteDeviceBackend):
             "tvm_target_host": self.spec.host or "",
             "library_triple": self.spec.triple or "host",
             "cuda_arch": self.spec.cuda_arch or "",
-            "connection": self.connection.describe(),
-        }
+        }  # recorded in tables and bundles: not how the devices are reached today
 
     @property
     def pool(self) -> BuildPool:
@@ -286,6 +281,10 @@ class TvmBackend(RemoteDeviceBackend):
         self._check_runs_here(artifact, directory)
         job = _Job("the compiled sub-network", local.read_bytes(), tuple(artifact.input_shape))
         return self._run([job], reference)[0]
+
+    def loads_native_code(self, artifact: Artifact) -> bool:
+        """Without a device (tvm-llvm-host), :meth:`benchmark` opens the library in this process."""
+        return not self.connection.remote
 
     def _check_runs_here(self, artifact: Artifact, directory: Path) -> None:
         built_for = artifact.details.get("tvm_target")

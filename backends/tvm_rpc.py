@@ -13,6 +13,7 @@ Relax VM with an input, time it with ``time_evaluator`` in rounds.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import socket
@@ -25,10 +26,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.errors import BadInputError, TargetUnavailableError, short_repr
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_HOST = re.compile(r"^[0-9A-Za-z.:\-_\[\]%]{1,255}$")  # a host name or an IPv4/IPv6 address
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:]+)\]|(?P<host>[\w.\-]+)):(?P<port>\d{1,5})$")
 
 
@@ -88,8 +90,13 @@ def probe(endpoint: Endpoint, timeout_s: float, what: str) -> None:
         ) from None
 
 
+MAX_TRACKER_REPLY = 1 << 20  # bytes: a summary of a few hundred servers is a few kB
+
+
 class TrackerClient:
-    """The tracker's JSON protocol on a socket with a deadline (tvm.rpc.base framing)."""
+    """The tracker's JSON protocol (tvm.rpc.base framing) on a socket, bounded: one deadline for each
+    whole request (a tracker trickling bytes cannot stretch it), replies of at most 1 MiB, and every
+    reply's shape checked. Whatever the tracker does, the outcome is an answer or one line, exit 3."""
 
     def __init__(self, endpoint: Endpoint, timeout_s: float) -> None:
         from tvm.rpc import base
@@ -97,40 +104,98 @@ class TrackerClient:
         self.base = base
         self.endpoint = endpoint
         probe(endpoint, timeout_s, "tracker")
+        deadline = time.monotonic() + timeout_s
         try:
             self.sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
-            self.sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
-            magic = struct.unpack("<i", base.recvall(self.sock, 4))[0]
         except OSError as exc:
+            raise TargetUnavailableError(f"TVM RPC tracker {endpoint} did not answer ({exc})") from None
+        try:
+            self.sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+            magic = struct.unpack("<i", self._recv(4, deadline))[0]
+        except OSError as exc:  # TimeoutError included
+            self.close()
             raise TargetUnavailableError(f"TVM RPC tracker {endpoint} did not answer ({exc})") from None
         if magic != base.RPC_TRACKER_MAGIC:
             self.close()
             raise TargetUnavailableError(f"{endpoint} is not a TVM RPC tracker (wrong handshake)")
 
-    def _ask(self, message: list[Any], timeout_s: float | None) -> Any:
-        self.sock.settimeout(timeout_s)
-        self.base.sendjson(self.sock, message)
-        value = self.base.recvjson(self.sock)
+    def _recv(self, size: int, deadline: float) -> bytes:
+        """Exactly ``size`` bytes before ``deadline`` (TimeoutError after it, however the bytes arrive)."""
+        chunks, received = [], 0
+        while received < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(min(size - received, 65536))
+            if not chunk:
+                raise ConnectionError("connection closed by the tracker")
+            chunks.append(chunk)
+            received += len(chunk)
+        return b"".join(chunks)
+
+    def _malformed(self, request: str, what: str) -> TargetUnavailableError:
+        return TargetUnavailableError(f"TVM RPC tracker {self.endpoint} sent a malformed reply to {request}: {what}")
+
+    def _ask(self, message: list[Any], timeout_s: float, request: str) -> Any:
+        """The tracker's answer to ``message``. TimeoutError when the whole exchange is not done within
+        ``timeout_s``; TargetUnavailableError for a refusal, a dropped connection or a malformed reply."""
+        deadline = time.monotonic() + timeout_s
+        payload = json.dumps(message).encode()
+        try:
+            self.sock.settimeout(timeout_s)
+            self.sock.sendall(struct.pack("<i", len(payload)) + payload)
+            size = struct.unpack("<i", self._recv(4, deadline))[0]
+            if not 0 < size <= MAX_TRACKER_REPLY:
+                raise self._malformed(request, f"a length of {size} bytes (the limit is {MAX_TRACKER_REPLY})")
+            body = self._recv(size, deadline)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise TargetUnavailableError(f"TVM RPC tracker {self.endpoint} dropped the connection ({exc})") from None
+        try:
+            value = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise self._malformed(request, "not JSON") from None
+        if not (isinstance(value, list) and value and type(value[0]) is int):
+            raise self._malformed(request, f"expected [code, answer], got {short_repr(value)}")
         if value[0] != self.base.TrackerCode.SUCCESS:
-            raise TargetUnavailableError(f"TVM RPC tracker {self.endpoint} refused {message[0]}: {value}")
+            raise TargetUnavailableError(f"TVM RPC tracker {self.endpoint} refused {request}: {short_repr(value)}")
+        if len(value) != 2:
+            raise self._malformed(request, f"expected [code, answer], got {short_repr(value)}")
         return value[1]
 
     def summary(self, timeout_s: float) -> dict[str, Any]:
-        return self._ask([self.base.TrackerCode.SUMMARY], timeout_s)
+        """The tracker's summary; ``server_info`` is a list of objects."""
+        try:
+            value = self._ask([self.base.TrackerCode.SUMMARY], timeout_s, "SUMMARY")
+        except TimeoutError:
+            raise TargetUnavailableError(
+                f"TVM RPC tracker {self.endpoint} did not send its summary within {timeout_s:g} s (--rpc-timeout)"
+            ) from None
+        servers = value.get("server_info", []) if isinstance(value, dict) else None
+        if not (isinstance(servers, list) and all(isinstance(s, dict) for s in servers)):
+            raise self._malformed("SUMMARY", f"expected {{'server_info': [...]}}, got {short_repr(value)}")
+        return value
 
     def request(self, key: str, timeout_s: float) -> tuple[str, int, str]:
         """Address of a free server for ``key``; TargetUnavailableError after ``timeout_s``."""
         try:
-            host, port, match_key = self._ask([self.base.TrackerCode.REQUEST, key, "", 1], timeout_s)
+            value = self._ask([self.base.TrackerCode.REQUEST, key, "", 1], timeout_s, "REQUEST")
         except TimeoutError:
             raise TargetUnavailableError(
                 f"no free TVM RPC server for key '{key}' at tracker {self.endpoint} within {timeout_s:g} s "
                 f"(--rpc-timeout); list the servers with: python -m tvm.exec.query_rpc_tracker "
                 f"--host {self.endpoint.host} --port {self.endpoint.port}"
             ) from None
-        except OSError as exc:
-            raise TargetUnavailableError(f"TVM RPC tracker {self.endpoint} dropped the connection ({exc})") from None
-        return host, int(port), match_key
+        if not (isinstance(value, list) and len(value) == 3):
+            raise self._malformed("REQUEST", f"expected [host, port, key], got {short_repr(value)}")
+        host, port, match_key = value
+        if not (isinstance(host, str) and _HOST.match(host) and isinstance(match_key, str) and len(match_key) < 1024):
+            raise self._malformed("REQUEST", f"expected [host, port, key], got {short_repr(value)}")
+        if not (type(port) is int and 0 < port < 65536):
+            raise self._malformed("REQUEST", f"port {short_repr(port)} is not a TCP port")
+        return host, port, match_key
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -3,20 +3,23 @@
 Every file the toolkit writes appears whole or not at all (written beside its target, flushed,
 then renamed over it), with the permissions an ordinary write would give under the user's umask
 (0644 under umask 022), so a shared device-lab folder can read LUTs and bundles. Private keys are
-the exception and stay 0600. A long writer (``profile``) holds a lock on its output so a second run
-on the same file is refused instead of interleaving writes; a lock left by a killed run is
-recovered.
+the exception and stay 0600. Every verb that writes a LUT (``profile``, ``validate``, ``fit``) holds
+the same lock on its output, so a second writer is refused instead of overwriting it; the lock is an
+operating-system file lock, released by the kernel when a run is killed. JSON is written strict
+(no NaN or Infinity).
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from ofa_deploy.errors import BadInputError, OFADeployError
 
@@ -80,6 +83,21 @@ def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
+def strict_json(document: Any, **dumps_kwargs: Any) -> str:
+    """``json.dumps`` that refuses NaN and infinities (``allow_nan=False``): every JSON file the toolkit
+    writes is strict JSON that any parser reads. A non-finite number here is a bug (exit 1), and
+    nothing is written."""
+    try:
+        return json.dumps(document, allow_nan=False, **dumps_kwargs)
+    except ValueError as exc:
+        raise OFADeployError(f"internal error: refusing to write a non-finite number as JSON ({exc})") from None
+
+
+def atomic_write_json(path: Path, document: Any, **dumps_kwargs: Any) -> None:
+    """``document`` as strict JSON (:func:`strict_json`) plus a newline, written atomically."""
+    atomic_write_text(path, strict_json(document, **dumps_kwargs) + "\n")
+
+
 def atomic_write_figure(path: Path, figure, **savefig_kwargs) -> None:
     """A matplotlib figure saved atomically (rendered to memory first)."""
     buffer = io.BytesIO()
@@ -140,51 +158,55 @@ def _build_and_swap(target: Path):
         raise
 
 
-def _alive(pid: int) -> bool:
+def _record_holder(fd: int) -> None:
+    """Called by filelock with the held lock's descriptor: note our pid there, for the refusal message."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _holder(lock: Path) -> str:
+    """`` (pid N)`` from a held lock file, or "" (the file is data: read only if regular, 64 bytes at most)."""
+    from ofa_deploy.inputs import read_input_text
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    try:  # a killed process nobody has reaped yet still answers signals: it is a zombie, not a writer
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+        pid = int(read_input_text(lock, "lock file", 64).split()[0])
+    except (OFADeployError, ValueError, IndexError):
+        return ""
+    return f" (pid {pid})"
 
 
 @contextmanager
 def output_lock(path: Path):
-    """Hold ``PATH.lock`` while writing ``path``; a second holder is refused naming the first's pid."""
-    lock = Path(str(path) + ".lock")
+    """Hold ``PATH.lock`` while writing ``path``: a second writer (any verb, any process, any host that
+    shares the directory) is refused at once with one line, naming the holder's pid.
+
+    The lock is an operating-system file lock (``filelock``: ``flock``, which NFS and other shared file
+    systems honour), so the kernel releases it when its holder dies: a lock left by a killed run is
+    never in the way. The lock file is removed on release. Taken again by the process that holds it
+    (``profile`` locks its ``--out`` at the verb and in the profiling loop), it is the same lock."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(str(path) + ".lock")
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _write_error(path, exc) from None
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _alive(holder) and holder != os.getpid():
-                raise BadInputError(
-                    f"{path} is being written by another ofa-deploy run (pid {holder}); wait for it, or remove "
-                    f"{lock} if that process is not ofa-deploy"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its writer was killed
-            continue
-        except OSError as exc:
-            raise _write_error(path, exc) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        break
-    else:  # pragma: no cover - two racing recoveries
-        raise BadInputError(f"{path}: could not take the lock {lock}; try again")
+    lock = FileLock(
+        lock_path, timeout=0, thread_local=False, is_singleton=True, mode=file_mode(), on_acquired=_record_holder
+    )
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BadInputError(
+            f"{path} is being written by another ofa-deploy run{_holder(lock_path)}; wait for it to finish "
+            "(its lock is released when it ends, even if it is killed)"
+        ) from None
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        if lock.lock_counter == 1:  # the outermost holder: unlinked while held, so no one else holds this inode
+            with suppress(OSError):
+                lock_path.unlink()
+        lock.release()

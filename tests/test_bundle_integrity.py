@@ -136,15 +136,17 @@ def test_unwritable_output_is_one_line(arch_file, tmp_path, capsys):
 
 def test_profile_output_is_locked_and_a_stale_lock_recovered(tmp_path, capsys):
     out = tmp_path / "t.json"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hold = f"from ofa_deploy.files import output_lock\nwith output_lock({str(out)!r}):"
+    hold += " print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / "t.json.lock").write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"  # another run holds the lock (an OS file lock)
         args = ["profile", "--device", "dpu-b4096", "--resolutions", "160", "--out", str(out)]
         assert main(args) == 2
         err = capsys.readouterr().err
         assert f"pid {holder.pid}" in err and not out.exists()
     finally:
-        holder.kill()
+        holder.kill()  # killed while holding: the kernel releases the lock
         holder.wait()
     assert main(args) == 0  # the holder is gone: its lock is stale and recovered
     assert out.exists() and not (tmp_path / "t.json.lock").exists()

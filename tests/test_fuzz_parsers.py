@@ -28,6 +28,8 @@ import json
 import math
 import os
 import re
+import struct
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -502,6 +504,27 @@ def test_backend_settings(data):
             assert not (isinstance(value, float) and not math.isfinite(value)), (key, value)
 
 
+@FUZZ
+@given(data=st.data())
+def test_recorded_settings(data):
+    """Settings a LUT or a bundle recorded: only measurement ones may come back (issue 23)."""
+    name, seed = data.draw(st.sampled_from(SETTINGS_SEEDS), label="seed")
+    doc = data.draw(mutated(seed), label="recorded")
+    if isinstance(doc, dict):
+        kept, ignored = SETTINGS[name].from_record(doc)
+        assert not set(kept) & SETTINGS[name].local_fields() and set(ignored) <= SETTINGS[name].local_fields()
+
+
+@FUZZ
+@given(st.one_of(raw_text, st.builds(" ".join, st.lists(st.one_of(raw_text, NUMBER_TEXT), max_size=5))))
+def test_adb_lock_owner_line(text):
+    """The owner line of an adb device lock is read back from the device: any text is handled."""
+    from ofa_deploy.backends.adb_lock import DeviceLock
+
+    lock = DeviceLock("/data/local/tmp/fuzz.lock")
+    assert lock._stale(text) in (True, False) and "\n" not in DeviceLock._who(text)
+
+
 # ---------------------------------------------------------------------- benchmark_model output
 
 
@@ -813,10 +836,13 @@ def onnx_models(draw: st.DrawFn) -> bytes:
 
 
 def _check_layers(layers) -> None:
+    from ofa_deploy.deploy.graph.onnx_reader import MAX_DIM, MAX_ELEMENTS, MAX_KERNEL
+
     for layer in layers:
         for dim in (*layer.in_shape, *layer.out_shape, *layer.kernel, layer.stride, layer.groups, layer.inputs):
             assert isinstance(dim, int) and dim >= 1, layer
-        assert isinstance(layer.params, int) and layer.params >= 0, layer
+        assert isinstance(layer.params, int) and 0 <= layer.params <= MAX_ELEMENTS, layer
+        assert max(*layer.in_shape, *layer.out_shape) <= MAX_DIM * MAX_DIM and layer.stride <= MAX_KERNEL, layer
         assert layer.macs >= 0
 
 
@@ -845,6 +871,59 @@ def test_onnx_reader_on_a_path(workdir, content):
     parse_or_refuse(layers_from_onnx, _write(workdir, "m.onnx", content))
 
 
+@pytest.fixture(scope="module")
+def external_fifo(tmp_path_factory):
+    """A FIFO that ONNX external data points at, and the number of times someone opened it to read.
+    A watcher waits for a reader and feeds it, so a regression fails the test instead of hanging it."""
+    fifo = tmp_path_factory.mktemp("external") / "weights.bin"
+    os.mkfifo(fifo)
+    opened, done = [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with open(fifo, "wb") as f:  # blocks until a reader opens the FIFO
+                if not done.is_set():
+                    opened.append(1)
+                    f.write(b"\0" * 64)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield fifo, opened
+    done.set()
+    with contextlib.suppress(OSError):  # release the watcher's open()
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    watcher.join(5)
+
+
+@FUZZ
+@given(data=st.data())
+def test_onnx_reader_never_reads_external_data(external_fifo, data):
+    """Initializers, Constant values and attribute tensors marked external: used for their shapes, or
+    refused in one line; the file they name is never opened."""
+    import onnx
+
+    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+
+    fifo, opened = external_fifo
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data.draw(onnx_models(), label="model"))
+    except Exception:  # byte-level damage: no tensors to mark (the other tests read such bytes)
+        return
+    tensors = [*model.graph.initializer]
+    tensors += [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    for tensor in data.draw(st.lists(st.sampled_from(tensors), max_size=3), label="external") if tensors else []:
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", data.draw(st.sampled_from([str(fifo), "../weights.bin"]))
+    layers = parse_or_refuse(layers_from_onnx, model.SerializeToString(), "fuzz.onnx")
+    if layers is not None:
+        _check_layers(layers)
+    assert not opened, "external data was read"
+
+
 # ---------------------------------------------------------------------- a phone's batch output (adb backend)
 
 
@@ -865,6 +944,173 @@ def test_adb_batch_output(text):
     from ofa_deploy.backends.adb_batch import parse_batch_output
 
     parse_or_refuse(parse_batch_output, text, ["key-a", "key-b"], "ref-key")
+
+
+# ---------------------------------------------------------------------- input files, JSON Lines, strict JSON (issue 23)
+
+
+@pytest.fixture(scope="module")
+def special_files(tmp_path_factory) -> dict[str, Path]:
+    """Paths of every kind an input flag may be given: none may hang a reader or fill the memory."""
+    root = tmp_path_factory.mktemp("special")
+    fifo = root / "fifo"
+    os.mkfifo(fifo)
+    big = root / "big"
+    with open(big, "wb") as f:  # sparse: larger than every limit, no disk used
+        f.truncate(3 << 30)
+    (root / "link").symlink_to(fifo)
+    (root / "small").write_text('{"ks": [3]}\n')
+    return {
+        "fifo": fifo,
+        "fifo-link": root / "link",
+        "big": big,
+        "directory": root,
+        "device": Path("/dev/zero"),
+        "null": Path("/dev/null"),
+        "missing": root / "missing",
+        "small": root / "small",
+    }
+
+
+def _input_readers() -> dict[str, Callable[[Path], Any]]:
+    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.inputs import input_lines, read_input_text
+    from ofa_deploy.latency.measurements import read_archs, read_measurements
+    from ofa_deploy.latency.table import LatencyTable
+    from ofa_deploy.space.arch import load_arch_file
+
+    return {
+        "text": lambda p: read_input_text(p, "file", 64),
+        "lines": lambda p: list(input_lines(p, "file", limit=64, line_limit=8)),
+        "arch": load_arch_file,
+        "archs": read_archs,
+        "measurements": read_measurements,
+        "lut": LatencyTable.load,
+        "onnx": layers_from_onnx,
+    }
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["fifo", "fifo-link", "big", "directory", "device", "null", "missing", "small"]),
+    reader=st.sampled_from(["text", "lines", "arch", "archs", "measurements", "lut", "onnx"]),
+)
+def test_input_files_of_any_kind(special_files, kind, reader):
+    """A FIFO, a device, a directory or a file over the limit is one line (exit 2), at once."""
+    path = special_files[kind]
+    result = parse_or_refuse(_input_readers()[reader], path)
+    if kind in ("fifo", "fifo-link", "big", "device", "directory"):
+        assert result is None, (kind, reader)
+
+
+def _measurement_line(draw: st.DrawFn) -> str:
+    arch = draw(mutated(VALID_ARCH, 2))
+    arch = arch if isinstance(arch, dict) else {"arch": arch}
+    return json_text({**arch, "latency_ms": draw(st.one_of(scalars, st.floats(0.01, 99)))})
+
+
+@st.composite
+def jsonl_files(draw: st.DrawFn) -> str:
+    """JSON Lines of (mutated) measurements, repeated lines, blank, long and junk lines."""
+    valid = json.dumps({**VALID_ARCH, "latency_ms": 3.5}).replace("\n", "")
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        choice = draw(st.integers(0, 9))
+        if choice < 5:
+            lines.append(valid.replace("3.5", str(draw(st.floats(0.1, 50)))))
+        elif choice < 7 and lines:
+            lines.append(draw(st.sampled_from(lines)))  # a repeated network
+        elif choice == 7:
+            lines.append(_measurement_line(draw).replace("\n", ""))
+        elif choice == 8:
+            lines.append(draw(st.sampled_from(["", " ", "x" * 70_000, "[]", "null", *NASTY_TEXT, *HOSTILE_TEXT])))
+        else:
+            lines.append(draw(st.text(max_size=40)))
+    return "\n".join(lines)
+
+
+@FUZZ
+@given(content=st.one_of(jsonl_files(), raw_text, raw_bytes))
+def test_measurements_and_archs_files(workdir, content):
+    from ofa_deploy.latency.fit import merge_duplicates
+    from ofa_deploy.latency.measurements import read_archs, read_measurements
+
+    path = _write(workdir, "m.jsonl", content)
+    parse_or_refuse(read_archs, path)
+    result = parse_or_refuse(read_measurements, path)
+    if result is not None:
+        measurements, _ = result
+        batch, latency = merge_duplicates(measurements)  # what fit does first: one row per distinct network
+        assert len(batch) == len(latency) == len({m.arch for m in measurements})
+        assert np.isfinite(latency).all() and (latency > 0).all()
+
+
+@FUZZ
+@given(json_values)
+def test_strict_json(document):
+    from ofa_deploy.files import strict_json
+
+    text = parse_or_refuse(strict_json, document)
+    if text is not None:
+        json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} written"))
+
+
+@FUZZ
+@given(st.one_of(st.text(), st.sampled_from(NASTY_TEXT + ["\x1b[2J", "\x1b]0;t\x07", "\x9b31m", "a\u2028b"])))
+def test_printable(text):
+    from ofa_deploy.cli.output import printable
+
+    shown = printable(text)
+    assert shown.isprintable() or all(c.isprintable() or c == " " for c in shown), repr(shown)
+    assert len(shown.splitlines()) <= 1
+
+
+# ---------------------------------------------------------------------- TVM tracker replies (issue 23)
+
+
+def _tracker_reply(draw: st.DrawFn) -> bytes:
+    valid = [
+        [0, ["127.0.0.1", 9190, "jetson"]],
+        [0, {"server_info": [{"key": "server:jetson", "addr": ["127.0.0.1", 9190]}], "queue_info": {}}],
+        [-1, "no"],
+    ]
+    choice = draw(st.integers(0, 3))
+    if choice == 3:
+        return draw(st.one_of(raw_bytes, st.sampled_from([b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\x05\x00"])))
+    value = draw(st.one_of(st.sampled_from(valid).flatmap(mutated), json_values))
+    body = draw(st.sampled_from([json.dumps(value), *HOSTILE_TEXT[:2]])).encode("utf-8", "surrogatepass")
+    size = draw(st.sampled_from([len(body), len(body), len(body) + 3, 2**31 - 1, -1, 0]))
+    return struct.pack("<i", size) + body
+
+
+@FUZZ
+@given(data=st.data())
+def test_tracker_replies(data):
+    """Whatever a tracker sends back, the client answers with a well-formed value or one line, exit 3."""
+    pytest.importorskip("tvm", reason="the tvm extra is not installed")
+    import socket
+
+    from tvm.rpc import base
+
+    from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient, key_count
+
+    reply = _tracker_reply(data.draw)
+    ask = data.draw(st.sampled_from(["summary", "request"]))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(reply)
+        theirs.shutdown(socket.SHUT_WR)  # then silence: a short reply ends in the deadline or EOF
+        client = object.__new__(TrackerClient)
+        client.base, client.endpoint, client.sock = base, Endpoint("127.0.0.1", 9190), ours
+        if ask == "summary":
+            summary = parse_or_refuse(client.summary, 0.2)
+            if summary is not None:
+                assert key_count(summary, "jetson") >= 0
+        else:
+            answer = parse_or_refuse(client.request, "jetson", 0.2)
+            if answer is not None:
+                host, port, key = answer
+                assert isinstance(host, str) and isinstance(key, str) and type(port) is int and 0 < port < 65536
 
 
 # ---------------------------------------------------------------------- the known bugs, pinned

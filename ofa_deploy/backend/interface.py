@@ -116,7 +116,10 @@ class Backend(ABC):
     """One target. Use a kind's base class below; this class holds what all kinds share.
 
     Subclasses set the class attributes; ``Settings`` is a frozen dataclass deriving from
-    :class:`BackendSettings` (``self.settings`` is an instance, parsed and validated once).
+    :class:`BackendSettings` (``self.settings`` is an instance, parsed and validated once). Each
+    setting is declared a measurement one (recorded in LUTs and bundles) or a local one (paths,
+    serials, keys, directories, connection: never recorded, never read back from a file); see
+    :mod:`ofa_deploy.backend.settings`.
     Backends are context managers: ``with backend:`` closes connections on every path.
     """
 
@@ -217,6 +220,13 @@ class Backend(ABC):
     @abstractmethod
     def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> Measurement:
         """Latency of the compiled artifact on the target, with the same protocol as the latency table."""
+
+    def loads_native_code(self, artifact: Artifact) -> bool:
+        """Whether :meth:`benchmark` would load native code from ``artifact`` into this process (e.g.
+        a TVM library opened in-process: a shared library runs its constructors when opened). The
+        toolkit then refuses a bundle that is neither signed and verified nor explicitly trusted
+        (``benchmark --verify-key`` / ``--trust-native-code``; SECURITY.md)."""
+        return False
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:  # noqa: B027 (optional hook: local runtimes and models hold nothing to release)

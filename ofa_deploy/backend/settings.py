@@ -1,9 +1,19 @@
 """Typed backend settings: each backend declares a dataclass; profiles and flags are parsed into it once.
 
 A field's ``metadata["help"]`` documents it (shown by ``ofa-deploy devices --json`` and in the
-docs). Values are checked against the field's type (bool, int, float, str, or one of these or
-None); a wrong type, an unknown name or a failing ``validate()`` is one :class:`BadInputError`
-naming the source (profile file, ``--flag``) and the field.
+docs), and ``metadata["kind"]`` classifies it, so that one rule, here, decides what a latency table
+or a bundle may carry:
+
+* :data:`MEASUREMENT`: what a measurement depended on (precision, delegate, TVM target, batch size,
+  ...). Recorded in LUTs and manifests, and read back from them.
+* :data:`LOCAL`: where things live on this host or on the device, which device to use and how to
+  reach it (paths, serials, keys, binaries, directories, clean-up, connection fields and timeouts).
+  Never recorded; taken only from the user's flags, the device profile and the environment. One
+  found in a file (older versions recorded them) is ignored: :meth:`BackendSettings.from_record`.
+
+Values are checked against the field's type (bool, int, float, str, or one of these or None); a
+wrong type, an unknown name or a failing ``validate()`` is one :class:`BadInputError` naming the
+source (profile file, ``--flag``) and the field.
 """
 
 from __future__ import annotations
@@ -18,11 +28,20 @@ from typing import Any, TypeVar
 from ofa_deploy.errors import BadInputError, short_repr
 
 S = TypeVar("S", bound="BackendSettings")
+MEASUREMENT = "measurement"  # recorded in LUTs and bundles, may be read back from them
+LOCAL = "local"  # this host's or the device's locations, which device, how to reach it: never recorded
+KINDS = (MEASUREMENT, LOCAL)
 
 
-def setting(default: Any, help: str) -> Any:
-    """A settings field with its documentation."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def setting(default: Any, help: str, kind: str = MEASUREMENT) -> Any:
+    """A settings field with its documentation and its kind (:data:`MEASUREMENT` or :data:`LOCAL`)."""
+    if kind not in KINDS:
+        raise ValueError(f"setting kind must be one of {KINDS}, got {kind!r}")
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
+
+
+def _kind(f: dataclasses.Field) -> str:
+    return f.metadata.get("kind", MEASUREMENT)  # a plain dataclass field (a plugin's) is a measurement one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +56,30 @@ class BackendSettings:
         """Field name -> help text."""
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
+    @classmethod
+    def local_fields(cls) -> frozenset[str]:
+        """Names of the :data:`LOCAL` settings (never recorded, never read back from a file)."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if _kind(f) == LOCAL)
+
     def to_dict(self) -> dict[str, Any]:
+        """Every setting: the full configuration, e.g. to rebuild the backend in another process."""
         return dataclasses.asdict(self)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a LUT or a bundle records: the :data:`MEASUREMENT` settings only."""
+        local = self.local_fields()
+        return {k: v for k, v in self.to_dict().items() if k not in local}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Settings a LUT or a bundle recorded, split into those that may be applied (every name but
+        the :data:`LOCAL` ones) and the names of the local ones found with a value other than their
+        default (recorded by older versions; the caller warns once that they are ignored)."""
+        local = cls.local_fields()
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k not in local}
+        ignored = sorted(k for k, v in data.items() if k in local and v is not None and v != defaults[k])
+        return kept, ignored
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

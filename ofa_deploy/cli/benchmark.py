@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import INSTANCES, ROUNDS, THREADS, add_backend_flags, add_bounded, checked
+from ofa_deploy.cli.common import (
+    INSTANCES,
+    ROUNDS,
+    THREADS,
+    add_backend_flags,
+    add_bounded,
+    add_verify_key_flag,
+    checked,
+)
 from ofa_deploy.cli.output import print_json
 
 
@@ -19,7 +27,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
     add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled)")
     add_bounded(p, "--instances", INSTANCES, "model instances to alternate between (default 3)")
-    p.add_argument("--verify-key", help="Ed25519 public key (PEM): refuse the bundle unless its signature verifies")
+    add_verify_key_flag(p)
+    p.add_argument(
+        "--trust-native-code",
+        action="store_true",
+        help="run an unsigned bundle's native library in this process (a TVM library without a device); "
+        "only for bundles you built or trust",
+    )
     add_backend_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=checked(run))
@@ -27,9 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.common import make_backend, recorded_settings, resolve_profile, warn_if_busy
     from ofa_deploy.cli.output import format_table, print_json
-    from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle
+    from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle, require_trusted_code
     from ofa_deploy.latency.table import load_lut
 
     directory = Path(args.bundle)
@@ -41,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
     base = TimingOptions(**{**timing.to_dict(), "instances": 3}) if timing else TimingOptions(instances=3)
     table = load_lut(args.lut) if args.lut else None
     same = (device.backend if device else args.backend) == manifest.backend_name
-    recorded = manifest.document["backend"].get("settings") if same else None  # as compiled, unless flags say
-    with make_backend(args, device, base, recorded if isinstance(recorded, dict) else None) as backend:
+    settings = manifest.document["backend"].get("settings")  # as compiled (measurement ones), unless flags say
+    recorded = recorded_settings(manifest.backend_name, settings, str(directory)) if same else None
+    with make_backend(args, device, base, recorded) as backend:
         manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
+        require_trusted_code(directory, backend, manifest, args.trust_native_code)  # the only line if refused
         warn_if_busy(backend)
-        result, _ = benchmark_bundle(directory, backend, table, manifest)
+        result, _ = benchmark_bundle(directory, backend, table, manifest, args.trust_native_code)
     if not result["measured"]:
         return _print_estimate(args, directory, backend, result)
     if args.json:

@@ -13,7 +13,7 @@ from typing import Any
 from ofa_deploy.backend.host import busy_warning
 from ofa_deploy.backend.interface import Backend, CliOption
 from ofa_deploy.backend.profiles import DeviceProfile, default_profile_for, load_profile
-from ofa_deploy.backend.registry import create_backend, loadable_backends
+from ofa_deploy.backend.registry import backend_class, create_backend, loadable_backends
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.space.arch import RESOLUTIONS, WIDTH_MULTS, check_resolutions, check_width_mult
@@ -277,7 +277,9 @@ def make_backend(
 ) -> Backend:
     """The backend with timing from the command line over ``base`` (e.g. the LUT's) over the
     profile's, and settings from the backend's flags over ``base_settings`` (those a LUT or a
-    bundle was made with) over the profile's. Use it as a context manager so a remote target is
+    bundle was made with: its measurement settings only, see :func:`recorded_settings`) over the
+    profile's. Local settings (paths, serials, keys, directories, connection) come only from the
+    flags, the profile and the environment. Use it as a context manager so a remote target is
     always released."""
     given = {
         "threads": getattr(args, "threads", None),
@@ -290,7 +292,8 @@ def make_backend(
     timing = {**start.to_dict(), **{k: v for k, v in given.items() if v is not None}}
     name = profile.backend if profile is not None else args.backend
     flags, flag_names = flag_settings(args, name)
-    recorded = {k: v for k, v in (base_settings or {}).items() if v is not None}
+    applicable = backend_class(name).Settings.from_record(base_settings)[0] if base_settings else {}  # no local one
+    recorded = {k: v for k, v in applicable.items() if v is not None}
     if profile is not None and getattr(args, "device", None):  # a profile the user names wins over the record
         recorded = {k: v for k, v in recorded.items() if k not in profile.settings}
     overrides = {**recorded, **flags}
@@ -298,6 +301,33 @@ def make_backend(
     if profile is not None:
         return profile.create_backend(overrides, source=source, **timing)
     return create_backend(name, TimingOptions(**timing), settings_source=source, **overrides)
+
+
+def recorded_settings(backend: str, recorded: Any, source: str) -> dict[str, Any] | None:
+    """The settings a LUT or a bundle (``source``) recorded that may configure ``backend`` now: its
+    measurement settings. Local ones (paths, serials, keys, directories, connection: recorded by
+    older versions, or planted) are dropped, with one warning naming those that would have changed
+    something."""
+    if not isinstance(recorded, dict):
+        return None
+    kept, ignored = backend_class(backend).Settings.from_record(recorded)
+    if ignored:
+        log.warning(
+            "warning: %s records local setting(s) %s; ignored (they come only from your flags, the device "
+            "profile and the environment)",
+            source,
+            ", ".join(ignored),
+        )
+    return kept
+
+
+def add_verify_key_flag(p: argparse.ArgumentParser) -> None:
+    """``--verify-key``: refuse a bundle unless its Ed25519 signature verifies (SECURITY.md)."""
+    p.add_argument(
+        "--verify-key",
+        metavar="KEY.pub.pem",
+        help="Ed25519 public key (PEM): refuse the bundle unless its signature verifies",
+    )
 
 
 def warn_if_busy(backend: Backend) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ofa_deploy.cli.common import Bound, add_bounded, add_cluster_flag, add_target_args, checked
+from ofa_deploy.cli.common import Bound, add_bounded, add_cluster_flag, add_target_args, add_verify_key_flag, checked
+from ofa_deploy.errors import BadInputError
 
 TOLERANCE = Bound(float, 0.0, low_open=True)
 
@@ -28,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="redo devices that already hold this bundle")
     p.add_argument("--dry-run", action="store_true", help="say what would be done on each device; change nothing")
+    add_verify_key_flag(p)
     add_cluster_flag(p, "run each device's job")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -36,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import resolve_profile
+    from ofa_deploy.cli.common import recorded_settings, resolve_profile
     from ofa_deploy.deploy.bundle import open_bundle
     from ofa_deploy.fleet.deploy import (
         BundleFiles,
@@ -48,27 +50,31 @@ def run(args: argparse.Namespace) -> int:
     )
     from ofa_deploy.fleet.targets import specs_from_args
 
+    if args.remote_dir is not None and not PurePosixPath(args.remote_dir).is_absolute():
+        raise BadInputError(f"--remote-dir {args.remote_dir!r}: must be an absolute path on the device")
     directory = Path(args.bundle)
-    manifest = open_bundle(directory)  # a bundle that fails verification stops here (exit 2)
+    key = Path(args.verify_key) if args.verify_key else None
+    manifest = open_bundle(directory, key)  # a bundle that fails verification stops here (exit 2)
     if not args.backend and not args.device:
         args.backend = manifest.backend_name
     profile = resolve_profile(args)
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 1}) if timing else None
-    recorded = manifest.document["backend"].get("settings")
     same = (profile.backend if profile else args.backend) == manifest.backend_name
-    specs = specs_from_args(
-        args, profile, base, recorded if same and isinstance(recorded, dict) else None, check=require_deployable
-    )
+    settings = manifest.document["backend"].get("settings")
+    recorded = recorded_settings(manifest.backend_name, settings, str(directory)) if same else None
+    specs = specs_from_args(args, profile, base, recorded, check=require_deployable)
     bundle = BundleFiles.of(directory, manifest)
     options = DeployOptions(args.remote_dir, args.tolerance, args.force, args.dry_run)
     if args.cluster:
         from ofa_deploy.fleet.cluster import Cluster
 
-        job = Cluster.connect(args.cluster).deploy_job(specs, directory, bundle, options)
+        cluster = Cluster.connect(args.cluster)
+        job, cancel = cluster.deploy_job(specs, directory, bundle, options), cluster.cancel
     else:
         job = local_job(specs, directory, bundle, options)
-    records = deploy_fleet(directory, list(specs), job, options, progress=not args.no_progress)
+        cancel = job.cancel  # Ctrl-C: stop the jobs still running
+    records = deploy_fleet(directory, list(specs), job, options, progress=not args.no_progress, cancel=cancel)
     _report(args, directory, records)
     return exit_code(records)
 

@@ -35,6 +35,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ofa_deploy.files import ensure_parent, output_lock
+
+    out = Path(args.out)
+    ensure_parent(out)  # an unusable --out fails before any fitting
+    with output_lock(out):  # the lock every LUT writer takes: a profile or validate on --out refuses this run
+        return _run(args, out)
+
+
+def _cell(value, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _run(args: argparse.Namespace, out) -> int:
     from ofa_deploy.cli.common import parse_resolutions
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
@@ -59,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     result = fit_measurements(measurements, width, base=base, seed=args.seed, progress=not args.no_progress)
     resolutions = requested or sorted(set(result.measured_resolutions) | set(base.resolutions if base else ()))
     table = fitted_table(result, resolutions, width, base=base, seed=args.seed)
-    out = Path(args.out)
     table.save(out)
     summary = {"out": str(out), "width_mult": width, "resolutions": resolutions, **table.metadata.fit}
     summary["bias_ms"] = result.parameters.bias
@@ -68,14 +80,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     held = result.held_out
     rows = [
-        ("acc5 (within ±5%)", f"{held['acc5']:.1%}"),
-        ("acc10 (within ±10%)", f"{held['acc10']:.1%}"),
-        ("MAPE", f"{held['mape']:.1%}"),
-        ("median |error|", f"{held['median_abs_rel']:.1%}"),
-        ("Kendall tau", f"{held['kendall_tau']:.3f}"),
+        ("acc5 (within ±5%)", _cell(held["acc5"], "{:.1%}")),
+        ("acc10 (within ±10%)", _cell(held["acc10"], "{:.1%}")),
+        ("MAPE", _cell(held["mape"], "{:.1%}")),
+        ("median |error|", _cell(held["median_abs_rel"], "{:.1%}")),
+        ("Kendall tau", _cell(held["kendall_tau"], "{:.3f}")),
     ]
+    networks = len(result.measured)
+    merged = f" of {networks} distinct networks (repeats averaged)" if networks != len(measurements) else ""
     print(
-        f"{len(measurements)} measurements at r in {result.measured_resolutions}; "
+        f"{len(measurements)} measurements{merged} at r in {result.measured_resolutions}; "
         f"held-out error ({summary['held_out']['folds']}-fold, each network predicted by a fit that did not see it):"
     )
     print(format_table(["metric", "held out"], rows))

@@ -27,6 +27,7 @@ from ofa_deploy.cli import (
     train_predictor,
     validate,
 )
+from ofa_deploy.cli.output import printable
 from ofa_deploy.errors import OFADeployError
 
 VERBS = (
@@ -67,7 +68,7 @@ class _Formatter(logging.Formatter):
     """Progress as plain lines; warnings and worse prefixed with their level."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
+        message = printable(super().format(record))  # messages quote device output: no control characters
         if record.levelno >= logging.WARNING and not message.startswith("warning:"):
             return f"{record.levelname.lower()}: {message}"
         return message
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OFADeployError as exc:
         if args.verbose:
             traceback.print_exc()
-        line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a name held
+        line = printable(str(exc))  # one line without control characters, whatever a name or a device held
         print(f"ofa-deploy {args.verb}: error: {line}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. piped into `head`: not an error of ours
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen: still one line unless -v
         if args.verbose:
             traceback.print_exc()
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = printable(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         print(
             f"ofa-deploy {args.verb}: internal error: {type(exc).__name__}: {detail} (run with -v for the traceback)",
             file=sys.stderr,

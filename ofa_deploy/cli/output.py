@@ -34,8 +34,23 @@ def finite_json(value: Any, where: str = "$") -> Any:
     return value
 
 
+def printable(text: str) -> str:
+    """``text`` as one line that cannot drive the terminal: every control character (C0, DEL, C1) and
+    every invisible format character (bidirectional overrides...) is written as an escape, e.g. ``\\x1b``.
+    For anything a device, a file or a peer may have put into a message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+    )
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    cells = [[printable(str(h)) for h in headers]] + [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):

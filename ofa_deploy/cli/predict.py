@@ -6,6 +6,8 @@ import argparse
 
 from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
 
+CHUNK = 8192  # archs predicted per call of --archs
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
@@ -56,20 +58,23 @@ def _run_batch(args: argparse.Namespace, table) -> int:
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.measurements import read_archs
-    from ofa_deploy.space.arch import ArchBatch
 
-    archs, lines_width = read_archs(args.archs)
+    batch, lines_width = read_archs(args.archs)  # streamed into arrays
     if lines_width is not None and args.width_mult is None and lines_width != table.width_mult:
         raise BadInputError(
             f"{args.archs} is for width multiplier {lines_width} but {args.lut} is for {table.width_mult}"
         )
     calibrated = table.calibration is not None and not args.uncalibrated
-    latencies = table.predict_batch(ArchBatch.from_archs(archs), calibrated=calibrated)
+    latencies = [  # in chunks: the gathers' memory stays bounded however long the file
+        ms
+        for start in range(0, len(batch), CHUNK)
+        for ms in table.predict_batch(batch[start : start + CHUNK], calibrated=calibrated).tolist()
+    ]
     if args.json:
-        print_json([{"latency_ms": float(ms), "r": a.r, "calibrated": calibrated} for a, ms in zip(archs, latencies)])
+        print_json([{"latency_ms": ms, "r": r, "calibrated": calibrated} for r, ms in zip(batch.r.tolist(), latencies)])
         return 0
-    rows = [(i + 1, a.r, f"{ms:.3f}", str(a)) for i, (a, ms) in enumerate(zip(archs, latencies))]
+    rows = [(i + 1, a.r, f"{ms:.3f}", str(a)) for i, (a, ms) in enumerate(zip(batch.to_archs(), latencies))]
     print(format_table(["line", "r", "ms", "arch"], rows))
     note = " (calibrated)" if calibrated else ""
-    print(f"\n{len(archs)} sub-networks predicted{note} [{table.name}, w{table.width_mult}]")
+    print(f"\n{len(batch)} sub-networks predicted{note} [{table.name}, w{table.width_mult}]")
     return 0

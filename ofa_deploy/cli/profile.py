@@ -34,9 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa_deploy.files import ensure_parent
+    from ofa_deploy.files import ensure_parent, output_lock
 
     ensure_parent(Path(args.out))  # an unusable --out fails before any measuring
+    with output_lock(Path(args.out)):  # the lock every LUT writer takes (one device or a fleet)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     device = resolve_profile(args)
     from ofa_deploy.fleet.profiling import fleet_requested, run_profile
 

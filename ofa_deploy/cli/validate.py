@@ -29,9 +29,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa_deploy.cli.common import resolve_profile, warn_if_busy
+    from contextlib import nullcontext
+
+    from ofa_deploy.files import output_lock
+
+    # the lock every LUT writer takes, before the LUT is read: a profile still writing it refuses this run
+    saving_into_lut = not args.no_save and Path(args.lut).is_file()
+    with output_lock(Path(args.lut)) if saving_into_lut else nullcontext():
+        return _validate(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ofa_deploy.cli.common import recorded_settings, resolve_profile, warn_if_busy
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
+    from ofa_deploy.files import output_lock
     from ofa_deploy.latency.measurements import write_measurements
     from ofa_deploy.latency.metadata import CONVERTED
     from ofa_deploy.latency.table import load_lut
@@ -46,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = device.backend if device is not None else args.backend
     if lut_backend and lut_backend != chosen:
         raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{chosen}'")
-    recorded = table.metadata.settings if lut_backend else None  # validate with the settings it was profiled with
+    # validate with the (measurement) settings it was profiled with
+    recorded = recorded_settings(lut_backend, table.metadata.settings, str(args.lut)) if lut_backend else None
     from ofa_deploy.fleet.composite import fleet_backend  # one device, or several: --serial S1 --serial S2
 
     with fleet_backend(args, device, table.metadata.timing, recorded) as backend:
@@ -62,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             target = Path(args.out) / "lut.json"
             table.metadata.format, table.metadata.converted_from = CONVERTED, str(args.lut)
             info(f"{args.lut} is an official table; the calibrated copy is {target}")
-        table.save(target)
+        with output_lock(target):  # --lut: already held by this run
+            table.save(target)
     if args.json:
         print_json(result.report)
         return 0

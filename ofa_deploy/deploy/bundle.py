@@ -186,7 +186,7 @@ def _build(arch, w, net, backend, runtime, graph, out: Path, weights, calibrated
             "kind": backend.kind.value,
             **runtime,
             "timing": backend.timing.to_dict(),
-            "settings": backend.settings.to_dict(),
+            "settings": backend.settings.recorded(),  # measurement settings only: never paths, serials, keys
         },
         "artifact": {
             "kind": artifact.kind,
@@ -254,17 +254,36 @@ def open_bundle(directory: Path, public_key: Path | None = None) -> Manifest:
     verify_checksums(directory, manifest)
     if public_key is not None:
         verify_signature(directory, manifest.document, public_key)
+        manifest.verified_with = Path(public_key)
     return manifest
 
 
+def require_trusted_code(directory: Path, backend: Backend, manifest: Manifest, trust_native_code: bool) -> None:
+    """Refuse to run a bundle's native code in this process unless its signature verified or the
+    user said to trust it: a shared library runs code as soon as it is opened."""
+    if backend.loads_native_code(manifest.artifact) and manifest.verified_with is None and not trust_native_code:
+        raise BadInputError(
+            f"{directory}: benchmarking it on '{backend.name}' loads its native library ({manifest.artifact.main}) "
+            "into this process, which runs its code: give --verify-key KEY.pub.pem (a bundle signed with "
+            "compile --sign-key) or, for a bundle you built or trust, --trust-native-code"
+        )
+
+
 def benchmark_bundle(
-    directory: Path, backend: Backend, table: LatencyTable | None = None, manifest: Manifest | None = None
+    directory: Path,
+    backend: Backend,
+    table: LatencyTable | None = None,
+    manifest: Manifest | None = None,
+    trust_native_code: bool = False,
 ) -> tuple[dict[str, Any], Measurement]:
     """Time the bundle's artifact, compare with its prediction, append the result to the manifest.
-    ``manifest``: one already returned by :func:`open_bundle` (else the bundle is opened here)."""
+    ``manifest``: one already returned by :func:`open_bundle` (else the bundle is opened here);
+    ``trust_native_code``: run native code of an unverified bundle in this process (see
+    :func:`require_trusted_code`)."""
     manifest = manifest if manifest is not None else open_bundle(directory)
     artifact = manifest.artifact
     artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
+    require_trusted_code(directory, backend, manifest, trust_native_code)
     runtime = backend.check()
     predicted = manifest.predicted_latency
     reference_info = manifest.reference

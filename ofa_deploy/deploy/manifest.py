@@ -49,6 +49,7 @@ class Manifest:
     checksums: dict[str, str]
     predicted_latency: dict[str, Any] | None
     reference: ReferenceInfo | None
+    verified_with: Path | None = None  # the public key its signature verified with (open_bundle), if any
 
     @classmethod
     def parse(cls, document: Any, path: Path) -> Manifest:

@@ -14,15 +14,25 @@ requests each job with its device's resource, so Ray places it on the right host
 job whose worker or host died (``max_retries``); a shard resumes from what its host saved. A
 device fault (the phone went away) is not retried by Ray: it is that device's result, as locally.
 Nothing here schedules: placement, retries and transport are Ray's.
+
+The driver does not take a host's word for anything: each job answers with JSON bytes that the
+driver checks (:mod:`ofa_deploy.fleet.replies`), and keeps its files in a directory of its own
+inside a 0700 directory of the user on its host (docs/fleet.md, "What a Ray cluster trusts").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import socket
+import stat
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,9 +42,10 @@ from ofa_deploy.backend.interface import RemoteDeviceBackend, require_module
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
-from ofa_deploy.files import atomic_write_text
+from ofa_deploy.files import atomic_write_bytes, atomic_write_text
 from ofa_deploy.fleet.deploy import BundleFiles, DeployOptions, DeviceJob, deploy_to_device
 from ofa_deploy.fleet.records import DeploymentRecord, device_file_name
+from ofa_deploy.fleet.replies import answer, decode, field_of, invalid, stats_from_plain
 from ofa_deploy.fleet.sharding import Shard
 from ofa_deploy.fleet.targets import BackendSpec
 from ofa_deploy.latency.table import LatencyTable
@@ -43,6 +54,7 @@ DEVICE_PREFIX = "ofa-device:"
 MODEL_PREFIX = "ofa-model:"
 ANY_MODEL = "any"
 MAX_RETRIES = 3  # reruns of a job whose worker or host was lost
+LOCAL = "local"  # Ray's address for "start a new cluster on this machine"
 
 
 def _ray():
@@ -66,24 +78,60 @@ def parse_device_resource(name: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
-def _work_dir(token: str) -> Path:
-    return Path(tempfile.gettempdir()) / "ofa-deploy-cluster" / token
+def _node() -> str:
+    return _ray().get_runtime_context().get_node_id()
+
+
+def private_root() -> Path:
+    """This user's directory for cluster jobs on this host, ``<temp dir>/ofa-deploy-cluster-<uid>``:
+    created 0700, and refused when it is a link, someone else's, or open to others (who could then
+    swap the files a job pushes to its device)."""
+    root = Path(tempfile.gettempdir()) / f"ofa-deploy-cluster-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+    except OSError as exc:
+        raise OFADeployError(f"host {socket.gethostname()}: cannot create {root} ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise OFADeployError(
+            f"host {socket.gethostname()}: {root} is not a private directory of this user (a directory owned by "
+            f"uid {os.getuid()}, mode 0700, not a link); remove it and rerun"
+        )
+    return root
+
+
+def _inside(directory: Path, name: str) -> Path:
+    """``directory / name`` for a bundle file name, which must stay inside ``directory``."""
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        raise BadInputError(f"bundle file name {name!r} is not a plain relative path")
+    return directory / name
 
 
 # ---------------------------------------------------------------------- what runs on a host
+# Each job answers with JSON bytes (ofa_deploy.fleet.replies), never with pickled objects.
 
 
-def _run_shard(shard: Shard, spec: BackendSpec, device_profile: str, token: str, saved: dict | None) -> dict:
-    """A profiling shard on the device's host, resumable there: its file lives in the host's temp
-    directory under this run's token, so a retry after a lost worker continues it; ``saved`` is the
-    driver's copy of an earlier run's shard (``--resume``)."""
-    from ofa_deploy.fleet.profiling import profile_shard
+def _run_shard(shard: Shard, spec: BackendSpec, device_profile: str, token: str, saved: dict | None) -> bytes:
+    """A profiling shard on the device's host, resumable there: its file lives in this user's private
+    directory under this shard's token, so a retry after a lost worker continues it; ``saved`` is
+    the driver's copy of an earlier run's shard (``--resume``). Removed once the shard is complete
+    (the driver keeps it from then on)."""
 
-    local = _work_dir(token) / f"{device_file_name(spec.device)}.json"
-    if saved is not None and not local.exists():
-        atomic_write_text(local, json.dumps(saved))
-    table = profile_shard(Shard(shard.device, shard.plan, local), spec, device_profile, resume=True)
-    return {"table": table.to_document(), "node": _ray().get_runtime_context().get_node_id()}
+    def work() -> dict[str, Any]:
+        from ofa_deploy.fleet.profiling import profile_shard
+
+        directory = private_root() / token
+        directory.mkdir(mode=0o700, exist_ok=True)
+        local = directory / f"{device_file_name(spec.device)}.json"
+        if saved is not None and not local.exists():
+            atomic_write_text(local, json.dumps(saved), mode=0o600)
+        table = profile_shard(Shard(shard.device, shard.plan, local), spec, device_profile, resume=True)
+        document = table.to_document()
+        shutil.rmtree(directory, ignore_errors=True)
+        return {"table": document}
+
+    return answer(work, _node)
 
 
 def _run_deploy(
@@ -93,33 +141,45 @@ def _run_deploy(
     bundle: BundleFiles,
     options: DeployOptions,
     previous: dict | None,
-    token: str,
-) -> dict:
-    """A deploy job on the device's host: the bundle's files arrive through Ray's object store."""
-    source = _work_dir(token) / "bundle"
-    source.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        target = source / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    before = DeploymentRecord.from_dict(previous) if previous else None
-    record = deploy_to_device(spec.create, device, source, bundle, options, before)
-    return {"record": record.to_dict(), "node": _ray().get_runtime_context().get_node_id()}
+) -> bytes:
+    """A deploy job on the device's host: the bundle's files arrive through Ray's object store and
+    are written (atomically, 0600) into a directory of this job's own, removed afterwards, so jobs
+    for two devices of one host never touch each other's copy."""
+
+    def work() -> dict[str, Any]:
+        source = Path(tempfile.mkdtemp(prefix="deploy-", dir=private_root()))
+        try:
+            for name, data in files.items():
+                atomic_write_bytes(_inside(source, name), data, mode=0o600)
+            before = DeploymentRecord.from_dict(previous) if previous else None
+            record = deploy_to_device(spec.create, device, source, bundle, options, before)
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+        return {"record": record.to_dict()}
+
+    return answer(work, _node)
 
 
-def _run_measure(spec: BackendSpec, models: list, reference: tuple[str, float | None] | None) -> dict:
+def _run_measure(spec: BackendSpec, models: list, reference: tuple[str, float | None] | None) -> bytes:
     """Time a batch of models on the device's host (a fresh session per batch: the job may land on
     a new host after a loss); with ``reference`` (key, baseline) normalised like everywhere else."""
-    with spec.create() as backend:
-        ref = backend.reference(*reference) if reference is not None else None
-        stats = backend.measure_models(models, ref) if models else []
-        baseline = ref.baseline_ms if ref is not None else None
-    return {"stats": stats, "baseline": baseline, "node": _ray().get_runtime_context().get_node_id()}
+
+    def work() -> dict[str, Any]:
+        with spec.create() as backend:
+            ref = backend.reference(*reference) if reference is not None else None
+            stats = backend.measure_models(models, ref) if models else []
+            baseline = ref.baseline_ms if ref is not None else None
+        return {"stats": [s.to_dict() for s in stats], "baseline": baseline}
+
+    return answer(work, _node)
 
 
-def _run_check(spec: BackendSpec) -> dict:
-    with spec.create() as backend:
-        return {"info": backend.check(), "node": _ray().get_runtime_context().get_node_id()}
+def _run_check(spec: BackendSpec) -> bytes:
+    def work() -> dict[str, Any]:
+        with spec.create() as backend:
+            return {"info": backend.check()}
+
+    return answer(work, _node)
 
 
 # ---------------------------------------------------------------------- the driver's side
@@ -132,11 +192,20 @@ class Cluster:
         self.address = address
         self.placements: dict[str, str] = {}  # device -> Ray node id that ran its last job
         self.token = uuid.uuid4().hex[:12]
+        self._running: set = set()  # ObjectRefs of the jobs in flight (cancel() stops them)
+        self._lock = threading.Lock()
 
     @classmethod
     def connect(cls, address: str) -> Cluster:
         ray = _ray()
         if not ray.is_initialized():
+            if address == LOCAL:
+                from ofa_deploy.cli.output import info
+
+                info(
+                    "--cluster local: starting a new single-node Ray cluster on this machine for this command "
+                    "(it knows no device host; give HEAD:PORT to use an existing cluster)"
+                )
             try:
                 ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -176,25 +245,41 @@ class Cluster:
         return names[0]
 
     def _call(self, fn: Callable, device: str, spec: BackendSpec, *args: Any) -> dict:
+        """Run ``fn(*args)`` on the host holding ``device``; its checked result (replies.decode)."""
         ray = _ray()
         task = ray.remote(fn).options(
             num_cpus=0, resources={self.resource(spec.backend, device): 1}, max_retries=MAX_RETRIES
         )
+        ref = task.remote(*args)
+        with self._lock:
+            self._running.add(ref)
         try:
-            out = ray.get(task.remote(*args))
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, OFADeployError):
-                raise cause from None
-            last = str(cause or exc).strip().splitlines()[-1:] or ["unknown error"]
-            raise OFADeployError(f"{device}: the job failed on its host: {last[0]}") from None
+            raw = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            raise OFADeployError(f"{device}: the job was cancelled") from None
+        except ray.exceptions.RayTaskError as exc:  # the job raised outside its own error handling
+            last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
+            raise OFADeployError(f"{device}: the job failed on its host: {last[0][:300]}") from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RayError) as exc:
             raise TargetUnavailableError(
                 f"{device}: its host was lost {MAX_RETRIES + 1} times ({type(exc).__name__}); check the host and "
                 "rerun (with --resume for profile)"
             ) from None
-        self.placements[device] = out["node"]
-        return out
+        finally:
+            with self._lock:
+                self._running.discard(ref)
+        result, node = decode(device, raw)
+        self.placements[device] = node
+        return result
+
+    def cancel(self) -> None:
+        """Stop every job still in flight (Ctrl-C): Ray kills their workers; they are not retried."""
+        ray = _ray()
+        with self._lock:
+            running = list(self._running)
+        for ref in running:
+            with contextlib.suppress(Exception):  # best effort: the job may have just finished
+                ray.cancel(ref, force=True)
 
     def shard_job(self):
         """A ``ShardJob`` (see ofa_deploy.fleet.profiling) that runs the shard on its device's host."""
@@ -203,7 +288,8 @@ class Cluster:
             saved = json.loads(shard.path.read_text()) if resume and shard.path.is_file() else None
             token = f"{self.token}-{hashlib.sha1(str(shard.path.resolve()).encode()).hexdigest()[:8]}"
             out = self._call(_run_shard, shard.device, spec, shard, spec, device_profile, token, saved)
-            atomic_write_text(shard.path, json.dumps(out["table"], indent=1))  # the driver keeps every shard
+            table = field_of(shard.device, out, "table", dict)  # load() below checks it like any table
+            atomic_write_text(shard.path, json.dumps(table, indent=1))  # the driver keeps every shard
             on_batch(len(shard.plan.ops))
             return LatencyTable.load(shard.path)
 
@@ -219,8 +305,14 @@ class Cluster:
         def job(device: str, previous: DeploymentRecord | None) -> DeploymentRecord:
             spec = specs[device]
             before = previous.to_dict() if previous else None
-            out = self._call(_run_deploy, device, spec, device, spec, files, bundle, options, before, self.token)
-            return DeploymentRecord.from_dict(out["record"])
+            out = self._call(_run_deploy, device, spec, device, spec, files, bundle, options, before)
+            try:
+                record = DeploymentRecord.from_dict(out.get("record"))
+            except ValueError as exc:
+                raise invalid(device, f"record: {exc}") from None
+            if record.device != device or record.bundle != bundle.name:
+                raise invalid(device, f"a record for {record.device!r} / bundle {record.bundle!r}")
+            return record
 
         return job
 
@@ -244,7 +336,8 @@ class ClusterDevice(RemoteDeviceBackend):
         return self._encoder.runtime_info()
 
     def check(self) -> dict[str, Any]:
-        return self.cluster._call(_run_check, self.spec.device, self.spec, self.spec)["info"]
+        out = self.cluster._call(_run_check, self.spec.device, self.spec, self.spec)
+        return field_of(self.spec.device, out, "info", dict)
 
     def open(self) -> None:
         self.check()
@@ -258,14 +351,15 @@ class ClusterDevice(RemoteDeviceBackend):
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         if baseline_ms is None:  # measure the baseline on the device now
             out = self.cluster._call(_run_measure, self.spec.device, self.spec, self.spec, [], (key, None))
-            baseline_ms = out["baseline"]
+            baseline_ms = field_of(self.spec.device, out, "baseline", (int, float))
         return Reference(key, None, baseline_ms)
 
     def measure_models(
         self, models: Sequence[tuple[str, bytes]], reference: Reference | None, names: Sequence[str] | None = None
     ) -> list[LatencyStats]:
         ref = (reference.key, reference.baseline_ms) if reference is not None else None
-        return self.cluster._call(_run_measure, self.spec.device, self.spec, self.spec, list(models), ref)["stats"]
+        out = self.cluster._call(_run_measure, self.spec.device, self.spec, self.spec, list(models), ref)
+        return stats_from_plain(self.spec.device, out.get("stats"), len(models))
 
 
 def main(argv: list[str] | None = None) -> int:

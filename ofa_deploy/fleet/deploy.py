@@ -19,11 +19,13 @@ methods ``install_dir``, ``install``, ``remote_sha256``, ``benchmark_installed``
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from ofa_deploy.fleet.records import (
     FAILED,
     HASH_MISMATCH,
     OUT_OF_TOLERANCE,
+    RECORDS_DIR,
     SKIPPED,
     UNREACHABLE,
     WOULD_INSTALL,
@@ -214,40 +217,109 @@ def deploy_fleet(
     job: DeviceJob,
     options: DeployOptions,
     progress: bool = True,
+    cancel: Callable[[], None] | None = None,
 ) -> list[DeploymentRecord]:
     """Run ``job`` for every device at once; write each record as it arrives (not for --dry-run).
-    Returns the records in the order of ``devices``."""
+    Returns the records in the order of ``devices``.
+
+    Ctrl-C stops waiting at once: what finished by then is recorded, ``cancel`` (e.g. the cluster's)
+    stops the jobs still running, one line says which devices were left, and KeyboardInterrupt goes
+    on to the CLI (exit 130). The jobs run in daemon threads, so a device that never answers cannot
+    hold the process."""
     from tqdm import tqdm
 
-    records: dict[str, DeploymentRecord] = {}
-    bar = tqdm(total=len(devices), desc="deploying", unit="device", disable=not progress or None, file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="deploy") as pool:
-        futures = {pool.submit(job, device, read_record(directory, device)): device for device in devices}
+    directory = Path(directory)
+    arrived: queue.Queue[tuple[str, DeploymentRecord | BaseException]] = queue.Queue()
+
+    def run(device: str, previous: DeploymentRecord | None) -> None:
         try:
-            for future in as_completed(futures):
-                device = futures[future]
-                try:
-                    record = future.result()
-                except OFADeployError as exc:  # a job that could not even start (e.g. a cluster refusing it)
-                    record = DeploymentRecord(device, FAILED, utc_now(), Path(directory).name, reason=str(exc))
-                    if isinstance(exc, TargetUnavailableError):
-                        record.status = UNREACHABLE
-                records[device] = record
-                if not options.dry_run:
-                    write_record(directory, record)
-                bar.update(1)
-        finally:
-            bar.close()
+            arrived.put((device, job(device, previous)))
+        except OFADeployError as exc:  # a job that could not even start (e.g. a cluster refusing it)
+            status = UNREACHABLE if isinstance(exc, TargetUnavailableError) else FAILED
+            arrived.put((device, DeploymentRecord(device, status, utc_now(), directory.name, reason=str(exc))))
+        except BaseException as exc:  # anything unforeseen: re-raised on the main thread
+            arrived.put((device, exc))
+
+    records: dict[str, DeploymentRecord] = {}
+
+    def take(device: str, outcome: DeploymentRecord | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        records[device] = outcome
+        if not options.dry_run:
+            write_record(directory, outcome)
+
+    bar = tqdm(total=len(devices), desc="deploying", unit="device", disable=not progress or None, file=sys.stderr)
+    try:
+        for device in devices:
+            previous = read_record(directory, device)
+            threading.Thread(target=run, args=(device, previous), name=f"deploy-{device}", daemon=True).start()
+        while len(records) < len(devices):
+            try:
+                take(*arrived.get(timeout=0.5))
+            except queue.Empty:
+                continue
+            bar.update(1)
+    except KeyboardInterrupt:
+        _stop(directory, devices, records, arrived, take, cancel, options.dry_run)
+        raise
+    finally:
+        bar.close()
     return [records[device] for device in devices]
 
 
-def local_job(specs: dict, source: Path, bundle: BundleFiles, options: DeployOptions) -> DeviceJob:
+def _stop(directory, devices, records, arrived, take, cancel, dry_run: bool) -> None:
+    """After Ctrl-C: keep what has arrived, cancel the rest, say what is left (one line)."""
+    from ofa_deploy.cli.output import info
+
+    while not arrived.empty():
+        with contextlib.suppress(Exception):  # an unforeseen error of one job is not a record
+            take(*arrived.get_nowait())
+    if cancel is not None:
+        cancel()
+    left = [d for d in devices if d not in records]
+    where = "" if dry_run else f" (records in {directory / RECORDS_DIR}/)"
+    info(
+        f"interrupted: {len(records)} of {len(devices)} device(s) finished{where}; stopped waiting for "
+        f"{', '.join(left) or 'none'}: no record written for them; run deploy again to complete them"
+    )
+
+
+class LocalJob:
+    """A ``DeviceJob`` that deploys from this machine (``specs`` maps each device to its BackendSpec);
+    ``cancel()`` (Ctrl-C) closes the backends still at work."""
+
+    def __init__(self, specs: dict, source: Path, bundle: BundleFiles, options: DeployOptions) -> None:
+        self.specs, self.source, self.bundle, self.options = specs, source, bundle, options
+        self._live: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, device: str, previous: DeploymentRecord | None) -> DeploymentRecord:
+        def make() -> Backend:
+            backend = self.specs[device].create()
+            with self._lock:
+                self._live[device] = backend
+            return backend
+
+        try:
+            return deploy_to_device(make, device, self.source, self.bundle, self.options, previous)
+        finally:
+            with self._lock:
+                self._live.pop(device, None)
+
+    def cancel(self) -> None:
+        """Close each backend still in use, each in a daemon thread: its clean-up may wait on the device
+        (a command in flight holds the connection), and that must not hold the process (exit 130 now;
+        the device's lock, left by a process that is gone, is taken over by the next run)."""
+        with self._lock:
+            live = list(self._live.values())
+        for backend in live:
+            threading.Thread(target=backend.close, name="deploy-cancel", daemon=True).start()
+
+
+def local_job(specs: dict, source: Path, bundle: BundleFiles, options: DeployOptions) -> LocalJob:
     """Deploy from this machine: ``specs`` maps each device to its BackendSpec."""
-
-    def job(device: str, previous: DeploymentRecord | None) -> DeploymentRecord:
-        return deploy_to_device(specs[device].create, device, source, bundle, options, previous)
-
-    return job
+    return LocalJob(specs, source, bundle, options)
 
 
 def exit_code(records: Sequence[DeploymentRecord]) -> int:

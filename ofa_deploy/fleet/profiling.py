@@ -90,8 +90,9 @@ def profile_over_devices(
         exc = failures[device]
         kind = TargetUnavailableError if unreachable else type(exc)
         done = ", ".join(d for d in specs if d in tables) or "none"
+        hint = "" if "--resume" in str(exc) else "; rerun with --resume to measure only what is missing"
         raise kind(
-            f"{len(failures)} of {len(specs)} device(s) failed: {device}: {exc} (complete shards: {done})"
+            f"{len(failures)} of {len(specs)} device(s) failed: {device}: {exc} (complete shards: {done}{hint})"
         ) from None
     merged = merge_shards(plan, {s.device: tables[s.device] for s in shards}, out)
     merged.save(out)

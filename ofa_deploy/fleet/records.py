@@ -10,6 +10,7 @@ devices that already hold the same bundle.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ FAILED = "failed"  # any other error (message in ``reason``)
 WOULD_INSTALL, WOULD_SKIP = "would-install", "would-skip"  # --dry-run
 
 COMPLETED = (DEPLOYED, SKIPPED, OUT_OF_TOLERANCE)  # the files are on the device and verified
+STATUSES = (DEPLOYED, SKIPPED, OUT_OF_TOLERANCE, HASH_MISMATCH, UNREACHABLE, FAILED, WOULD_INSTALL, WOULD_SKIP)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -68,9 +70,65 @@ class DeploymentRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any) -> DeploymentRecord:
+        """A record from plain data read back from a file or sent by a cluster host (neither is
+        trusted): every known field must have its type and finite numbers; unknown fields are
+        dropped. Raises ValueError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("device", "status", "time", "bundle"):
+            if name not in known:
+                raise ValueError(f"field '{name}' is missing")
+        for name, value in known.items():
+            if not _FIELD_CHECKS[name](value):
+                raise ValueError(f"field '{name}' has an invalid value of type {type(value).__name__}")
+        if known["status"] not in STATUSES:
+            raise ValueError(f"field 'status' is not one of {', '.join(STATUSES)}")
+        return cls(**known)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 100_000
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _json_object(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _hashes(value: Any) -> bool:
+    return _json_object(value) and all(v is None or _text(v) for v in value.values())
+
+
+_FIELD_CHECKS = {
+    "device": _text,
+    "status": _text,
+    "time": _text,
+    "bundle": _text,
+    "artifact": _text,
+    "artifact_sha256": _text,
+    "remote_dir": _text,
+    "remote_sha256": _hashes,
+    "verified_on_device": lambda v: isinstance(v, bool),
+    "identity": _json_object,
+    "measured_ms": _optional(_number),
+    "latency_ms": _optional(_json_object),
+    "predicted_ms": _optional(_number),
+    "error_percent": _optional(_number),
+    "tolerance": _optional(_number),
+    "passed": _optional(lambda v: isinstance(v, bool)),
+    "reason": _text,
+    "seconds": _number,
+    "host": _text,
+}
 
 
 def record_path(bundle: Path, device: str) -> Path:
@@ -90,9 +148,7 @@ def read_record(bundle: Path, device: str) -> DeploymentRecord | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
-        return None
     try:
         return DeploymentRecord.from_dict(data)
-    except TypeError:
+    except ValueError:
         return None

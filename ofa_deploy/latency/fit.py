@@ -25,10 +25,15 @@ non-negative least squares (every parameter >= 0, so every entry and the bias ar
 iteratively re-weighted least squares with Huber weights (scale: the residuals' MAD): heavy upper
 tails, runs in a slower mode and drift are down-weighted instead of dragging the fit.
 
-**Held-out error.** Every measurement is predicted by a fit that did not see it (k-fold, k <= 5);
+**Duplicates.** Several lines for one network (the same canonical arch) are one network whose latency
+is the mean of its measurements: it is fitted once and held out as a whole, so a file repeated five
+times reports the same held-out error as the file once, not the error on networks the fit has seen.
+
+**Held-out error.** Every network is predicted by a fit that did not see it (k-fold, k <= 5);
 acc5/acc10/MAPE of those predictions, the number of measurements and the method are stored in the
-table's metadata (``fit``). The prior's strength is picked on the same folds from a small grid,
-which the metadata says.
+table's metadata (``fit``); a figure that is not a number (a Kendall tau of constant values) is
+stored as null. The prior's strength is picked on the same folds from a small grid, which the
+metadata says.
 """
 
 from __future__ import annotations
@@ -297,17 +302,38 @@ def _robust_score(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(np.minimum(np.abs(predicted / measured - 1.0), 0.5)))
 
 
+def merge_duplicates(measurements: Sequence[Measurement]) -> tuple[ArchBatch, np.ndarray]:
+    """One row per distinct network (canonical form), in the order first seen, with the mean of its
+    measured latencies."""
+    batch = ArchBatch.from_archs([m.arch for m in measurements])
+    canonical = batch.canonical()
+    rows = np.concatenate([canonical.ks, canonical.e, canonical.d, canonical.r[:, None]], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # unique rows in first-seen order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    group = rank[inverse.reshape(-1)]
+    latency = np.array([m.latency_ms for m in measurements], dtype=np.float64)
+    y = np.bincount(group, weights=latency) / np.bincount(group)
+    return batch[first[order]], y
+
+
+def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: (float(v) if np.isfinite(v) else None) for k, v in metrics.items()}
+
+
 @dataclass
 class FitResult:
     parameters: Parameters
     basis: Basis
     strength: float
-    held_out: dict[str, float]
+    held_out: dict[str, float | None]
     held_out_predicted: np.ndarray
-    measured: np.ndarray
+    measured: np.ndarray  # one latency per distinct network (the mean of its lines)
     measured_resolutions: list[int]
     networks_with: dict[int, np.ndarray]  # resolution -> how many measured networks held each family's entry
     scores: dict[str, float] = field(default_factory=dict)
+    lines: int = 0  # measurement lines read (duplicates included)
 
     def predict(self, batch: ArchBatch) -> np.ndarray:
         return self.parameters.predict(Design.build(batch, self.basis))
@@ -318,7 +344,8 @@ class FitResult:
             "method": METHOD,
             "basis": "base table entries" if base else "multiply-accumulates",
             "base": base,
-            "measurements": len(self.measured),
+            "measurements": self.lines or len(self.measured),
+            "networks": len(self.measured),
             "measured_resolutions": self.measured_resolutions,
             "held_out": {"folds": folds, **self.held_out},
             "prior_strength": self.strength,
@@ -336,15 +363,15 @@ def fit_measurements(
     progress: bool = False,
 ) -> FitResult:
     """Fit the model to ``measurements`` (choosing the prior strength by k-fold cross-validation)."""
-    if len(measurements) < MIN_MEASUREMENTS:
+    batch, y = merge_duplicates(measurements) if measurements else (ArchBatch.empty(), np.zeros(0))
+    if len(y) < MIN_MEASUREMENTS:
+        repeated = f" in {len(measurements)} lines" if len(measurements) != len(y) else ""
         raise BadInputError(
-            f"fit needs at least {MIN_MEASUREMENTS} measurements (found {len(measurements)}); "
+            f"fit needs at least {MIN_MEASUREMENTS} measurements of distinct networks (found {len(y)}{repeated}); "
             "measure more sub-networks, e.g. with `ofa-deploy validate --save-measurements M.jsonl`"
         )
     basis = macs_basis(width_mult) if base is None else table_basis(base, width_mult)
-    batch = ArchBatch.from_archs([m.arch for m in measurements])
     design = Design.build(batch, basis)
-    y = np.array([m.latency_ms for m in measurements], dtype=np.float64)
     folds = _folds(len(y), seed)
     from tqdm import tqdm
 
@@ -357,6 +384,7 @@ def fit_measurements(
     held = candidates[strength]
     metrics = agreement(held, y)
     metrics["median_abs_rel"] = float(np.median(np.abs(held / y - 1.0)))
+    metrics = _finite_or_none(metrics)  # strict JSON in the table's metadata: no NaN
     return FitResult(
         parameters=_fit(design, y, strength),
         basis=basis,
@@ -367,6 +395,7 @@ def fit_measurements(
         measured_resolutions=sorted({int(r) for r in batch.r}),
         networks_with={int(r): (design.counts[batch.r == r] > 0).sum(axis=0) for r in np.unique(batch.r)},
         scores={str(s): v for s, v in scores.items()},
+        lines=len(measurements),
     )
 
 

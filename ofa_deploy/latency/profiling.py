@@ -102,7 +102,7 @@ def profile_metadata(backend: Backend, device: str) -> TableMetadata:
         runtime_version=runtime["runtime_version"],
         threads=backend.timing.threads,
         timing=backend.timing,
-        settings=backend.settings.to_dict(),
+        settings=backend.settings.recorded(),  # measurement settings only (never paths, serials, keys)
         measurement=ESTIMATED if backend.kind is TargetKind.ANALYTICAL else TIMED,
         value_field=VALUE_FIELD,
         model_parameters=runtime.get("parameters") if backend.kind is TargetKind.ANALYTICAL else None,

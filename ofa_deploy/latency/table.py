@@ -35,7 +35,8 @@ import numpy as np
 import yaml
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_write_text
+from ofa_deploy.files import atomic_write_json, atomic_write_text
+from ofa_deploy.inputs import LUT_FILE_LIMIT, read_input_text
 from ofa_deploy.latency.metadata import OFFICIAL, TableMetadata, finite_number, shown
 from ofa_deploy.space.arch import (
     DEPTHS,
@@ -294,12 +295,7 @@ class LatencyTable:
         path = Path(path)
         if path.is_dir():
             return cls._load_official_dir(path)
-        if not path.exists():
-            raise BadInputError(f"{path}: no such latency table")
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"{path}: cannot read latency table ({exc})") from None
+        text = read_input_text(path, "latency table", LUT_FILE_LIMIT)  # a regular file within the limit
         if text.lstrip().startswith("{"):
             return cls._from_toolkit_text(text, path)
         return cls._from_official_text(text, path)
@@ -375,10 +371,7 @@ class LatencyTable:
         tables: dict[int, dict[str, dict[str, float]]] = {}
         widths: list[tuple[str, tuple[float, int]]] = []
         for f in files:  # every file is read and checked, not only the resolutions a verb will use
-            try:
-                text = f.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise BadInputError(f"{f}: cannot read latency table ({exc})") from None
+            text = read_input_text(f, "latency table", LUT_FILE_LIMIT)
             one = cls._from_official_text(text, f).tables
             for table in one.values():
                 w = _first_conv_width(table)
@@ -398,7 +391,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the toolkit file atomically: a reader (or a kill -9) never sees half a file."""
-        atomic_write_text(Path(path), json.dumps(self.to_document(), indent=1, sort_keys=False) + "\n")
+        atomic_write_json(Path(path), self.to_document(), indent=1)  # strict JSON: no NaN
 
     def save_official(self, directory: str | Path) -> list[Path]:
         """One official ``<r>_lookup_table.yaml`` per resolution (``{count, mean, std}`` per key)."""

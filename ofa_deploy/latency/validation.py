@@ -22,7 +22,7 @@ from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.progress import measuring
 from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_text_file, atomic_write_text
+from ofa_deploy.files import atomic_text_file, atomic_write_json
 from ofa_deploy.latency.measurements import Measurement
 from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
@@ -126,7 +126,9 @@ def validate(
 def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.json", "csv": out_dir / "measurements.csv", "plot": out_dir / "scatter.png"}
-    atomic_write_text(paths["report"], json.dumps(result.report, indent=2) + "\n")
+    from ofa_deploy.cli.output import finite_json
+
+    atomic_write_json(paths["report"], finite_json(result.report), indent=2)  # strict JSON: a NaN tau is null
     with atomic_text_file(paths["csv"]) as f:
         writer = csv.writer(f)
         writer.writerow(

@@ -21,6 +21,7 @@ from ofa_deploy import __version__
 from ofa_deploy.backend.host import describe_host
 from ofa_deploy.backend.profiles import load_profile
 from ofa_deploy.deploy.bundle import benchmark_bundle, compile_bundle
+from ofa_deploy.files import output_lock
 from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.latency.validation import validate, write_outputs
@@ -111,7 +112,8 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=sys.stderr.isatty())
     paths = write_outputs(validation, out / "validation")
     table.calibration = validation.calibration
-    table.save(lut_path)
+    with output_lock(lut_path):  # the lock every LUT writer takes
+        table.save(lut_path)
     result.facts.update(validation=validation.report, scatter=str(paths["plot"].relative_to(out)))
     result.steps.append(("validate", time.time() - started))
 
@@ -167,7 +169,7 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     started = time.time()
     _say("[5/5] benchmarking the bundles")
     for budget, found, bundle in compiled:
-        measurement, _ = benchmark_bundle(bundle.directory, e2e)
+        measurement, _ = benchmark_bundle(bundle.directory, e2e, trust_native_code=True)  # compiled just above
         result.bundles.append(
             {
                 "budget_ms": budget,

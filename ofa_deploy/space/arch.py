@@ -171,12 +171,9 @@ class Arch:
 def load_arch_file(path: str | Path) -> tuple[Arch, dict[str, Any]]:
     """Read an Arch JSON file; returns the arch and the whole JSON object (for extra keys)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such arch file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read arch file ({exc})") from None
+    from ofa_deploy.inputs import ARCH_FILE_LIMIT, read_input_text
+
+    text = read_input_text(path, "arch file", ARCH_FILE_LIMIT)  # a regular file within the limit
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -207,9 +204,9 @@ def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
     """Write the Arch JSON (plus extra keys such as predicted metrics)."""
     data = arch.to_dict()
     data.update(extra)
-    from ofa_deploy.files import atomic_write_text
+    from ofa_deploy.files import atomic_write_json
 
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+    atomic_write_json(Path(path), data, indent=2)
 
 
 # ---------------------------------------------------------------------- single-arch operators

@@ -50,15 +50,19 @@ inference to learn every tensor's shape, and turns each operator on the data pat
   control flow...) is ``other`` with ``source_op`` = the ONNX op type. An op whose output shape ONNX
   cannot infer (a custom op) is assumed to keep the shape of its first feature-map input.
 
-Weights are never read: a model is loaded without its external data and inference runs on a copy
-whose large initializers are replaced by graph inputs of the same shape, so a model with zero or
-random weights, or with weights declared as inputs, gives the same list, fast.
+Weights are never read, and external data never: a model is parsed from its file's bytes alone (a
+regular file, within a size limit), inference runs on a copy whose large initializers, and Constant
+values kept in an external file, are replaced by graph inputs of the same shape, and any other tensor
+with external data is refused. So a model with zero or random weights, or with weights declared as
+inputs, gives the same list, fast. Shapes come from one ONNX inference over the graph plus one pass
+in graph order (linear time, however many custom ops). A tensor dimension above ``MAX_DIM``, a tensor
+above ``MAX_ELEMENTS`` elements or a kernel or stride above ``MAX_KERNEL`` is refused (exit 2).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,7 @@ from ofa_deploy.deploy.graph.layers import (
     Shape,
 )
 from ofa_deploy.errors import BadInputError, RuntimeMissingError
+from ofa_deploy.inputs import MODEL_FILE_LIMIT, read_input_bytes
 
 __all__ = ["layers_from_onnx"]
 
@@ -97,6 +102,9 @@ _WEIGHT_INPUTS = {
     "BatchNormalization": (1, 2, 3, 4),
     "PRelu": (1,),
 }
+MAX_DIM = 1 << 20  # one tensor dimension (a 1M-pixel side, or 1M channels)
+MAX_ELEMENTS = 1 << 31  # one tensor at batch 1 (8 GiB of float32)
+MAX_KERNEL = 1 << 16  # kernel elements and stride of one layer
 _SMALL = 64  # initializers up to this many elements keep their data for shape inference (shapes, bounds)
 _NOOPS = {
     "Flatten",
@@ -147,13 +155,34 @@ def _load(model: Any, source: str | None) -> tuple[Any, str]:
     if isinstance(model, str | Path):
         path = Path(model)
         source = source or str(path)
-        if not path.is_file():
-            raise BadInputError(f"{source}: no such ONNX file")
-        try:
-            return onnx.load(str(path), load_external_data=False), source
+        data = read_input_bytes(path, "ONNX file", MODEL_FILE_LIMIT)  # a regular file within the limit
+        try:  # from bytes: external data is never looked for
+            return onnx.load_model_from_string(data), source
         except Exception as e:
             raise BadInputError(f"{source}: not a readable ONNX model ({_first_line(e)})") from None
     raise TypeError(f"expected a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+
+
+def _external_tensors(graph, top: bool) -> Iterator[str]:
+    """Names of the tensors whose data is in an external file, except the top graph's initializers and
+    Constant values (the reader uses their shapes only), in subgraphs too."""
+    external = _onnx().TensorProto.EXTERNAL
+    if not top:
+        yield from (t.name for t in graph.initializer if t.data_location == external)
+    for sparse in graph.sparse_initializer:
+        if external in (sparse.values.data_location, sparse.indices.data_location):
+            yield sparse.values.name
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors = [*([attr.t] if attr.HasField("t") else []), *attr.tensors]
+            for sparse in [*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []), *attr.sparse_tensors]:
+                tensors += [sparse.values, sparse.indices]
+            shape_only = top and node.op_type == "Constant" and attr.name == "value"
+            for t in tensors:
+                if t.data_location == external and not shape_only:
+                    yield t.name or node.name or node.op_type
+            for sub in [*([attr.g] if attr.HasField("g") else []), *attr.graphs]:
+                yield from _external_tensors(sub, top=False)
 
 
 def _numel(dims: Iterable[int]) -> int:
@@ -183,11 +212,19 @@ class _Model:
         self.init_dims = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer}
         external = onnx.TensorProto.EXTERNAL
         self.small = {t.name: t for t in graph.initializer if _numel(t.dims) <= _SMALL and t.data_location != external}
+        self.external_constants: dict[str, Any] = {}  # Constant nodes whose data is in another file: shapes only
         for node in self.nodes:  # Constant nodes: values for Clip bounds, ReduceMean axes...
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for attr in node.attribute:
                     if attr.name == "value":
-                        self.small[node.output[0]] = attr.t
+                        kept = self.external_constants if attr.t.data_location == external else self.small
+                        kept[node.output[0]] = attr.t
+        elsewhere = next(_external_tensors(graph, top=True), None)
+        if elsewhere is not None:
+            raise BadInputError(
+                f"{source}: tensor '{elsewhere[:80]}' keeps its data in an external file; this reader never reads "
+                "external data (only initializers and Constant values may be external: their shapes are used)"
+            )
         self.consumers: dict[str, list] = {}
         for node in self.nodes:
             for name in node.input:
@@ -228,8 +265,10 @@ class _Model:
         for t in graph.initializer:
             if t.name not in self.small and t.name not in known:
                 inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        for name, t in self.external_constants.items():  # their shape, never their (external) data
+            inputs.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
         light_graph = helper.make_graph(
-            self.nodes,
+            [n for n in self.nodes if n.op_type != "Constant" or n.output[0] not in self.external_constants],
             graph.name or "graph",
             inputs,
             graph.output,
@@ -262,6 +301,8 @@ class _Model:
                 )
 
     def _infer(self, model) -> dict[str, tuple[int | None, ...]]:
+        """Every tensor's shape: one ONNX inference over the whole graph, then one pass in graph order
+        that completes what it left unknown (downstream of an op ONNX cannot infer): linear time."""
         onnx = self.onnx
         light = self._light_model(model)
         try:
@@ -271,30 +312,27 @@ class _Model:
         for value in light.graph.output:  # declared output shapes may carry another batch: let inference decide
             if value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
-        strict = True
-        for _ in range(len(self.nodes) + 1):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True, data_prop=True)
+        except Exception:  # InferenceError, or a C++ error from a malformed node: leniently, unknowns completed below
             try:
-                inferred = onnx.shape_inference.infer_shapes(light, strict_mode=strict, data_prop=True)
-            except Exception as e:  # InferenceError, or a C++ error from a malformed node
-                if not strict:
-                    raise BadInputError(f"{self.source}: ONNX shape inference failed ({_first_line(e)})") from None
-                strict = False  # strict where possible: retry leniently, unknown shapes are handled below
-                continue
-            shapes = {v.name: _dims(v) for v in (*inferred.graph.input, *inferred.graph.value_info)}
-            shapes.update({v.name: _dims(v) for v in inferred.graph.output if _dims(v)})
-            shapes.update({name: dims for name, dims in self.init_dims.items()})
-            missing = self._first_unknown(shapes)
-            if missing is None:
-                return shapes
-            # assume the op keeps the shape of its first feature-map input, then infer again
-            name, like = missing
-            light.graph.value_info.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(shapes[like]))
-            )
-        raise BadInputError(f"{self.source}: could not infer the tensor shapes")  # pragma: no cover
+                inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+            except Exception as e:
+                raise BadInputError(f"{self.source}: ONNX shape inference failed ({_first_line(e)})") from None
+        values = (*inferred.graph.input, *inferred.graph.value_info)
+        shapes = {v.name: _dims(v) for v in values}
+        shapes.update({v.name: _dims(v) for v in inferred.graph.output if _dims(v)})
+        shapes.update({name: dims for name, dims in self.init_dims.items()})
+        self.elem_types = {v.name: v.type.tensor_type.elem_type for v in (*values, *inferred.graph.output)}
+        self._complete_shapes(shapes)
+        for name, dims in shapes.items():
+            if dims is not None:
+                self._check_dims(name, dims)
+        return shapes
 
-    def _first_unknown(self, shapes) -> tuple[str, str] | None:
-        """The first data-path output without a full shape, and the input whose shape it takes."""
+    def _complete_shapes(self, shapes: dict[str, tuple[int | None, ...] | None]) -> None:
+        """In graph order, a data-path output without a full shape gets the one ONNX infers for its node
+        alone from the shapes known so far, else (a custom op) the shape of its first feature-map input."""
         feature = {i.name for i in self.data_inputs}
         for node in self.nodes:
             inputs = [i for i in node.input if i in feature]
@@ -303,12 +341,44 @@ class _Model:
             outputs = [o for o in node.output if o]
             feature.update(outputs)
             like = inputs[0]
-            if not _complete(shapes.get(like)):
-                continue  # reported at its own producer
-            for out in outputs[:1]:
-                if not _complete(shapes.get(out)):
-                    return out, like
-        return None
+            if not outputs or _complete(shapes.get(outputs[0])) or not _complete(shapes.get(like)):
+                continue  # known, or unknown since its producer (reported there)
+            shapes.update(self._infer_node(node, shapes))
+            if not _complete(shapes.get(outputs[0])):
+                shapes[outputs[0]] = shapes[like]
+
+    def _infer_node(self, node, shapes) -> dict[str, tuple[int | None, ...] | None]:
+        """ONNX's inference of one standard node from its inputs' shapes ({} for a custom op or a failure)."""
+        onnx = self.onnx
+        if node.domain not in ("", "ai.onnx") or not all(_complete(shapes.get(i)) for i in node.input if i):
+            return {}
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, node.domain)
+            types = {
+                i: onnx.helper.make_tensor_type_proto(self.elem_types.get(i) or onnx.TensorProto.FLOAT, shapes[i])
+                for i in node.input
+                if i
+            }
+            data = {i: self.small[i] for i in node.input if i in self.small}
+            out = onnx.shape_inference.infer_node_outputs(schema, node, types, data)
+        except Exception:  # SchemaError, InferenceError: the shape-preserving assumption applies
+            return {}
+        found = {}
+        for name, value in out.items():
+            if value.HasField("tensor_type") and value.tensor_type.HasField("shape"):
+                dims = value.tensor_type.shape.dim
+                found[name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+                self.elem_types[name] = value.tensor_type.elem_type
+        return found
+
+    def _check_dims(self, name: str, dims: tuple[int | None, ...]) -> None:
+        """A batch-1 CNN's tensors are bounded: absurd declared sizes are refused, not estimated."""
+        known = [int(d) for d in dims if d is not None]
+        if any(d > MAX_DIM for d in known) or math.prod(known) > MAX_ELEMENTS:
+            raise BadInputError(
+                f"{self.source}: tensor '{name[:80]}' has shape {list(dims)}; more than {MAX_DIM} in one dimension "
+                f"or {MAX_ELEMENTS} elements is not a model this reader estimates"
+            )
 
     # -- lookups
 
@@ -430,6 +500,8 @@ class _Reader:
         layer = Layer(self._name(index, node), op, source_op=node.op_type, **fields)
         if min(*layer.kernel, layer.stride, layer.groups) < 1:  # a cost model divides by these
             raise self._bad(node, f"kernel {layer.kernel}, stride {layer.stride}, groups {layer.groups}: must be >= 1")
+        if max(math.prod(layer.kernel), layer.stride) > MAX_KERNEL or layer.params > MAX_ELEMENTS:
+            raise self._bad(node, f"kernel {layer.kernel}, stride {layer.stride}, {layer.params} parameters: too large")
         self.layers.append(layer)
         return layer
 
