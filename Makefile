@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean wheel-check fuzz
+.PHONY: demo test lint bench clean wheel-check fuzz stress-test
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,17 @@ DEMO_ARGS := $(if $(wildcard $(OFFICIAL_PREDICTOR)),--accuracy-predictor $(OFFIC
 demo: $(STAMP)
 	$(BIN)/ofa-deploy demo --out demo-output $(DEMO_ARGS)
 
+# Two pytest-xdist workers (one per core of the CI machine; TEST_WORKERS=auto on a bigger one). Tests marked
+# `serial` (timing claims, device time-outs) all run on one worker, one after another; the 15 slowest are listed.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
+# Flaky-test hunt: `make test` RUNS times, each from a fresh clone of HEAD, with a busy loop on one core.
+RUNS ?= 10
+stress-test:
+	$(PYTHON) .ci/stress_test.py --runs $(RUNS)
 
 # Build the wheel, install it (not editable) with torch from constraints.txt into a fresh venv outside the
 # checkout, and run the CLI from outside it (devices, --version, compile, benchmark; no torch on --help).

@@ -130,6 +130,9 @@ def _raise_on_failure(lines: list[str], name: str) -> None:
 
 
 def _raise_no_timings(lines: list[str], name: str) -> None:
+    exception = _exception_line(lines)
+    if exception:  # a wrapper script around the binary ran and crashed: the binary is not "missing"
+        raise BenchmarkFailedError(f"benchmark_model crashed on {name}: {exception[:160]}")
     for line in lines:
         if _MISSING.search(line):
             raise BenchmarkBinaryMissingError(
@@ -139,6 +142,15 @@ def _raise_no_timings(lines: list[str], name: str) -> None:
     reason = next((line.strip() for line in lines if _REASON.search(line)), None)
     reason = reason or next((line.strip() for line in lines if line.strip()), "no output")
     raise BenchmarkFailedError(f"benchmark_model printed no timings for {name} ({reason[:160]})")
+
+
+def _exception_line(lines: list[str]) -> str | None:
+    """The exception a wrapper script's Python traceback ends with (its last non-indented line)."""
+    for start, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            tail = [rest.strip() for rest in lines[start + 1 :] if rest.strip() and not rest.startswith((" ", "\t"))]
+            return tail[0] if tail else None
+    return None
 
 
 def _op_table(lines: list[str]) -> list[OpTiming]:

@@ -1,12 +1,22 @@
-"""Shared fixtures: the official reference data in ../shared (skipped with a reason where absent)."""
+"""Shared fixtures: the official reference data in ../shared (skipped with a reason where absent).
+
+Every test process computes with one thread: pytest-xdist runs one worker per core, and a second
+OpenMP thread per worker only spins against the other worker (a forward pass took 15x longer with two
+torch threads per worker on two busy cores). Subprocesses the tests start inherit the setting. The
+backends' own thread counts (``timing.threads``) are set explicitly and are not affected."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-import torch
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("OFA_DEPLOY_REFERENCE", REPO.parent / "shared" / "data" / "ofa_reference"))
@@ -37,3 +47,51 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
             tensor.copy_(noise / fan_in**0.5 if tensor.dim() > 1 else 0.1 * noise)
     return model
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's report shows what failed on the loopback phones alive at that moment: the whole
+    output of each failed device command, with the benchmark stand-in's traceback if it crashed."""
+    report = yield
+    if report.failed:
+        from tests.adb_device.server import failure_report
+
+        text = failure_report()
+        if text:
+            report.sections.append(("loopback phones: failed device commands", text))
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (``make test`` runs ``--dist loadgroup``):
+
+    * tests marked ``serial`` (claims about timing or time-outs) share one group: one worker runs them
+      one after another;
+    * tests of a module that uses a module-scoped fixture (loopback phones, a TVM RPC cluster, a Ray
+      cluster, a compiled bundle) stay together, so the fixture is built once and not once per worker;
+    * everything else is spread freely.
+
+    Groups holding ``slow`` tests are sent out first, so no long module starts last on an otherwise idle
+    machine. The order depends only on the collected items, so every worker sees the same collection."""
+    for item in items:
+        if item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        elif not item.get_closest_marker("xdist_group") and _uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    slow_groups = {_group(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _group(item) not in slow_groups)  # stable: module order is kept otherwise
+
+
+def _group(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0] if marker and marker.args else marker.kwargs.get("name")) if marker else item.nodeid
+
+
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a module-scoped fixture (one instance per module, wherever it is defined)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope == "module" for definitions in info.name2fixturedefs.values() for d in definitions)

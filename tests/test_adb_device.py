@@ -22,6 +22,7 @@ from ofa_deploy.latency.table import load_lut
 from ofa_deploy.space.arch import smallest_arch
 from ofa_deploy.space.ops import arch_ops, resolution_ops
 from tests.adb_device import FakeAdbDevice
+from tests.adb_device.server import failure_report
 
 FAST = TimingOptions(threads=1, warmup=1, rounds=2, runs=3)
 HOSTILE = "a b;touch PWNED'$(x)"
@@ -212,6 +213,29 @@ def test_broken_model_names_the_file(device, tmp_path):
     (tmp_path / artifact.main).write_bytes(b"this is not a flatbuffer")
     with pytest.raises(BenchmarkFailedError, match="model.tflite"):
         backend.benchmark(tmp_path, artifact)
+
+
+def test_a_crash_of_the_benchmark_stand_in_reaches_the_error_and_the_test_report(device, tmp_path, monkeypatch):
+    """The stand-in's own failures explain themselves: the CLI-facing error names the exception, and
+    the whole traceback is kept for the report of a failing test (tests/conftest.py)."""
+    backend = AdbBackend(FAST, **settings(device))
+    artifact = backend.compile(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
+
+    def broken(argv, cwd="."):
+        raise RuntimeError("the service broke")
+
+    monkeypatch.setattr(device.benchmark.runner, "run", broken)  # the service itself crashes
+    with pytest.raises(BenchmarkFailedError, match="loopback benchmark service failed: RuntimeError"):
+        backend.benchmark(tmp_path, artifact)
+    monkeypatch.undo()
+    environment = device.shell_env()
+    monkeypatch.setattr(device, "shell_env", lambda: {**environment, "OFA_FAKE_BENCH_SOCKET": str(tmp_path / "gone")})
+    with pytest.raises(BenchmarkFailedError, match="crashed on .*model.tflite: FileNotFoundError"):
+        backend.benchmark(tmp_path, artifact)  # the stub crashes: its exception, not "binary missing"
+    report = failure_report()
+    assert f"device {device.serial}:" in report and 'raise RuntimeError("the service broke")' in report
+    assert "Traceback (most recent call last)" in report and "conn.connect(path)" in report
+    backend.close()
 
 
 def test_frequency_check_refuses_a_throttled_phone(device):

@@ -142,3 +142,19 @@ def test_batch_failure_and_truncation_name_the_model():
     status = "@@ofa-deploy begin m0 0\nINFO: count=3 curr=5(all same)\n@@ofa-deploy end 1\n@@ofa-deploy done\n"
     with pytest.raises(BenchmarkFailedError, match="status 1 on key-a"):
         parse_batch_output(status, ["key-a"], None)
+
+
+def test_a_crashed_wrapper_script_is_named_by_its_exception_not_the_traceback_header():
+    """A wrapper around benchmark_model that crashed: the one-line error names the exception (and a
+    FileNotFoundError inside it does not make the binary "missing")."""
+    text = "\n".join(
+        [
+            "Traceback (most recent call last):",
+            '  File "/data/local/tmp/ofa-deploy/benchmark_model", line 19, in <module>',
+            "    conn.connect(path)",
+            "FileNotFoundError: [Errno 2] No such file or directory",
+        ]
+    )
+    with pytest.raises(BenchmarkFailedError, match=r"crashed on m: FileNotFoundError: \[Errno 2\] No such") as info:
+        parse_benchmark_output(text, model="m")
+    assert not isinstance(info.value, BenchmarkBinaryMissingError)

@@ -11,6 +11,7 @@ import os
 import socketserver
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,12 @@ class BenchmarkService:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                request = json.loads(self.rfile.readline())
-                output, rc = runner.run(request["argv"], request.get("cwd", "."))
+                try:
+                    request = json.loads(self.rfile.readline())
+                    output, rc = runner.run(request["argv"], request.get("cwd", "."))
+                except Exception as exc:  # a bug of this stand-in: answer with it rather than hang up silently
+                    output = f"ERROR: the loopback benchmark service failed: {exc!r}\n{traceback.format_exc()}"
+                    rc = 1
                 self.wfile.write(json.dumps({"output": output, "rc": rc}).encode())
 
         if socket_path.exists():

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 from tests.adb_device.auth import parse_public_key, signature_matches
@@ -37,6 +38,16 @@ MAX_DATA = 256 * 1024
 AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 BANNER = b"device::ro.product.name=walleye;ro.product.model=Pixel 2 (loopback);ro.product.device=walleye;\0"
 STUB = Path(__file__).with_name("benchmark_model_stub.py")
+LIVE_DEVICES: weakref.WeakSet[FakeAdbDevice] = weakref.WeakSet()  # for test reports (tests/conftest.py)
+FAILURE_LOG_LIMIT = 20  # failed shell commands kept per device
+
+
+def failure_report() -> str:
+    """What went wrong on every loopback device still alive: each failed shell command with its whole
+    output (a Python traceback of the benchmark stand-in included), for the report of a failed test."""
+    return "\n\n".join(
+        f"device {device.serial}:\n" + "\n".join(device.failures) for device in list(LIVE_DEVICES) if device.failures
+    )
 
 
 def _wire(name: bytes) -> int:
@@ -158,10 +169,13 @@ class _Connection:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        output = bytearray()
         try:
             while chunk := os.read(proc.stdout.fileno(), 65536):
+                output += chunk
                 self.write(local, remote, chunk)
             proc.wait()
+            self.device.record_failure(command, proc.returncode, bytes(output))
         finally:
             if proc.poll() is None:  # the host went away mid-command: hang up the shell like adbd
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -255,6 +269,7 @@ class FakeAdbDevice:
         self.accepted_keys: dict[bytes, tuple[int, int]] = {}
         self.new_key_prompts = 0
         self.commands: list[str] = []
+        self.failures: list[str] = []  # shell commands that failed or printed a traceback, with their output
         self.pushed: list[str] = []
         self.requests = 0
         self.connections = 0
@@ -278,9 +293,11 @@ class FakeAdbDevice:
     def start(self) -> FakeAdbDevice:
         self.benchmark.start()
         self._thread.start()
+        LIVE_DEVICES.add(self)
         return self
 
     def stop(self) -> None:
+        LIVE_DEVICES.discard(self)
         self._listener.close()
         with self._lock:
             for sock in list(self._live):
@@ -301,6 +318,16 @@ class FakeAdbDevice:
             "OFA_FAKE_BENCH_SOCKET": str(self.benchmark.socket_path),
             "LC_ALL": "C",
         }
+
+    def record_failure(self, command: str, status: int, output: bytes) -> None:
+        """Keep a shell command that exited non-zero or whose output holds a traceback (a batch script
+        exits 0 even when a benchmark_model run in it failed), for :func:`failure_report`."""
+        text = output.decode("utf-8", "replace")
+        if status == 0 and "Traceback (most recent call last)" not in text and "ERROR:" not in text:
+            return
+        with self._lock:
+            self.failures.append(f"$ {command[:300]}\n[exit {status}]\n{text[-8000:]}")
+            del self.failures[:-FAILURE_LOG_LIMIT]
 
     # -------------------------------------------------------------- faults
     def drop_after(self, requests: int, offline: bool = True) -> None:
