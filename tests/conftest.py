@@ -63,23 +63,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (``make test`` runs ``--dist loadgroup``):
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Groups for pytest-xdist (``make test`` runs ``--dist loadgroup``), set as each test is collected
+    (xdist reads them into the node ids in its own ``pytest_collection_modifyitems``):
 
     * tests marked ``serial`` (claims about timing or time-outs) share one group: one worker runs them
       one after another;
     * tests of a module that uses a module-scoped fixture (loopback phones, a TVM RPC cluster, a Ray
       cluster, a compiled bundle) stay together, so the fixture is built once and not once per worker;
-    * everything else is spread freely.
+    * everything else is spread freely."""
+    if item.get_closest_marker("serial"):
+        item.add_marker(pytest.mark.xdist_group("serial"))
+    elif not item.get_closest_marker("xdist_group") and _uses_a_module_fixture(item):
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
-    Groups holding ``slow`` tests are sent out first, so no long module starts last on an otherwise idle
-    machine. The order depends only on the collected items, so every worker sees the same collection."""
-    for item in items:
-        if item.get_closest_marker("serial"):
-            item.add_marker(pytest.mark.xdist_group("serial"))
-        elif not item.get_closest_marker("xdist_group") and _uses_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups holding ``slow`` tests are sent out first, so no long module starts last on an otherwise
+    idle machine. The order depends only on the collected items: every worker sees the same collection."""
     slow_groups = {_group(item) for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: _group(item) not in slow_groups)  # stable: module order is kept otherwise
 

@@ -99,6 +99,7 @@ def test_subnetwork_estimates_are_additive_and_ordered():
     assert sum(1 for layer in layers_from_graph(large) if layer.op == HARDSWISH) > 0
 
 
+@pytest.mark.serial  # a bound on wall time: run without the other serial tests
 def test_profile_predict_search_on_a_board(tmp_path, capsys):
     lut = tmp_path / "zcu102.json"
     assert main(["profile", "--device", "zcu102", "--out", str(lut), "--no-progress", "--json"]) == 0

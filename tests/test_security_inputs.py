@@ -142,6 +142,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.serial  # a bound on wall time: run without the other serial tests
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_tracker_is_exit_3_in_one_line_within_the_deadline(case, tmp_path, capsys):
     pytest.importorskip("tvm", reason="the tvm extra is not installed")
@@ -241,6 +242,7 @@ def test_other_external_tensors_are_refused(tmp_path, capsys):
     assert "never reads external data" in one_line(capsys)
 
 
+@pytest.mark.serial  # a bound on wall time: run without the other serial tests
 def test_thousands_of_custom_ops_are_read_in_linear_time(tmp_path, capsys):
     from onnx import helper
 

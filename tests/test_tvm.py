@@ -91,6 +91,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.serial  # a bound on wall time: run without the other serial tests
 def test_dead_tracker_is_exit_3_at_once(tmp_path, capsys):
     started = time.monotonic()
     code = main(
@@ -119,6 +120,7 @@ def test_dead_direct_server_is_exit_3(tmp_path, capsys):
     assert code == 3 and "no TVM RPC server" in line, line
 
 
+@pytest.mark.serial  # a bound on wall time: run without the other serial tests
 def test_silent_tracker_request_times_out():
     """A listener that accepts and never answers: the handshake itself is bounded by the timeout."""
     with socket.socket() as server:
