@@ -123,17 +123,48 @@ def atomic_directory(target: Path, force: bool = False):
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise BadInputError(f"{target}: exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise BadInputError(f"{target}: exists and is not empty; pass --force to replace it, or choose another --out")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _write_error(target, exc) from None
     with output_lock(target):
-        # holding the lock, any partial build beside the target is a killed run's: remove it
-        for stale in target.parent.glob(f".{target.name}.*.partial"):
-            shutil.rmtree(stale, ignore_errors=True)
+        _clear_killed_runs(target)
+        if target.is_dir() and any(target.iterdir()) and not force:
+            raise BadInputError(
+                f"{target}: exists and is not empty; pass --force to replace it, or choose another --out"
+            )
         yield from _build_and_swap(target)
+
+
+def _clear_killed_runs(target: Path) -> None:
+    """Holding the lock, what lies beside ``target`` is a killed run's: a partial build is removed; an
+    old directory set aside by a run killed between its two renames (where the swap is not one atomic
+    exchange) is put back if ``target`` is missing, and removed otherwise."""
+    for stale in target.parent.glob(f".{target.name}.*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in sorted(target.parent.glob(f".{target.name}.replaced-*")):
+        if not target.exists():
+            os.rename(stale, target)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _exchange(new: Path, old: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so no reader and
+    no kill ever sees ``old`` missing. False where the system or file system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(old))
 
 
 def _build_and_swap(target: Path):
@@ -144,6 +175,9 @@ def _build_and_swap(target: Path):
         raise _write_error(target, exc) from None
     try:
         yield build
+        if target.exists() and _exchange(build, target):
+            shutil.rmtree(build, ignore_errors=True)  # it holds the old directory now
+            return
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.replaced-{os.getpid()}"

@@ -98,6 +98,30 @@ def test_compile_refuses_a_non_empty_directory_and_force_replaces_it_whole(arch_
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".bundle.")]  # no leftovers
 
 
+def test_a_compile_killed_between_two_renames_gets_the_old_bundle_back(arch_file, bundle, capsys):
+    """Where the swap is two renames (no atomic exchange), a kill between them leaves the old bundle
+    set aside and none in place: the next run under the lock puts it back before anything else."""
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    os.rename(bundle, bundle.parent / ".bundle.replaced-999999")
+    assert compile_to(arch_file, bundle) == 2 and "--force" in capsys.readouterr().err  # it is back, whole
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".bundle.")]
+
+
+def test_force_swaps_the_bundle_in_one_atomic_exchange(arch_file, bundle, monkeypatch):
+    """On Linux the new bundle and the old one change places in one renameat2(RENAME_EXCHANGE): there is
+    no moment without a bundle (the two-rename fallback is never taken here)."""
+    import ofa_deploy.files as files
+
+    def no_fallback(*args):
+        raise AssertionError("the two-rename fallback ran")
+
+    monkeypatch.setattr(files.os, "rename", no_fallback)
+    assert compile_to(arch_file, bundle, "--force") == 0
+    assert (bundle / "manifest.json").is_file()
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".bundle.")]
+
+
 def test_interrupted_compile_leaves_the_old_bundle(arch_file, bundle, monkeypatch):
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     from ofa_deploy.backends.onnxruntime import OnnxRuntimeBackend

@@ -40,6 +40,11 @@ def stat_line(times_us: list[int]) -> str:
     )
 
 
+def simulated_us(model: bytes) -> int:
+    """A deterministic stand-in latency for a model: grows with its size (weights dominate the file)."""
+    return 50 + len(model) // 200
+
+
 class BenchmarkRunner:
     """Runs models with ai-edge-litert; interpreters are cached by model content and settings."""
 
@@ -48,6 +53,10 @@ class BenchmarkRunner:
         self._lock = threading.Lock()
         self.runs: list[dict[str, str]] = []
         self.slowdown = 1.0  # > 1: this phone reports proportionally slower timings (a throttled unit)
+        # True: every run of a model reports the same time, derived from the model's size, instead of the
+        # time LiteRT took on this host; for tests of logic that compares phones (a busy host makes
+        # identical loopback phones disagree at random, which real phones of one model do not)
+        self.simulated = False
 
     def _interpreter(self, data: bytes, threads: int, xnnpack: bool):
         from ai_edge_litert import interpreter as litert
@@ -92,7 +101,11 @@ class BenchmarkRunner:
             except Exception as exc:  # a model LiteRT rejects: benchmark_model reports it the same way
                 return "\n".join([*head, f"ERROR: Failed to construct interpreter ({exc})"]) + "\n", 1
             init_us = (time.perf_counter_ns() - start) // 1000
-            warm, timed = self._time(interp, max(warmup, 1)), self._time(interp, runs)
+            if self.simulated:
+                steady = simulated_us(data)
+                warm, timed = [steady] * max(warmup, 1), [steady] * runs
+            else:
+                warm, timed = self._time(interp, max(warmup, 1)), self._time(interp, runs)
         if self.slowdown != 1.0:
             warm, timed = ([max(1, int(t * self.slowdown)) for t in ts] for ts in (warm, timed))
         lines = [
