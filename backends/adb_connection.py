@@ -16,6 +16,7 @@ import os
 import re
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,6 +133,12 @@ def _tcp_transport_class() -> type:
                 sent += self._connection.send(view[sent:])
             return sent
 
+        def abort(self) -> None:
+            """Cut the socket under a reader that holds adb-shell's transport lock (it fails at once)."""
+            if self._connection is not None:
+                with contextlib.suppress(OSError):
+                    self._connection.shutdown(socket.SHUT_RDWR)
+
     return EofAwareTcpTransport
 
 
@@ -176,8 +183,10 @@ class AdbConnection:
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._device: Any = None
+        self._transport: Any = None  # the TCP transport, to cut it under a command in flight (close)
         self.connected_once = False
         self.reconnects = 0  # connections opened again after a fault
+        self._in_flight = threading.RLock()  # held while an action runs on the device
 
     @property
     def target(self) -> str:
@@ -204,7 +213,8 @@ class AdbConnection:
         signer = signer_module.CryptographySigner(str(ensure_adb_key(self.settings.key_path)))
         address = parse_serial(self.settings.serial) if self.settings.serial else None
         if address is not None:
-            device = adb_device.AdbDevice(_tcp_transport_class()(*address), self.settings.transport_timeout_s)
+            self._transport = _tcp_transport_class()(*address)
+            device = adb_device.AdbDevice(self._transport, self.settings.transport_timeout_s)
         else:
             require_module(BACKEND, EXTRA, "usb1", "libusb1")
             exc_module = require_module(BACKEND, EXTRA, "adb_shell.exceptions", "adb-shell")
@@ -235,7 +245,8 @@ class AdbConnection:
                     self._device = self._open()
                     self.reconnects += self.connected_once
                     self.connected_once = True
-                return action(DeviceSession(self._device, self.settings))
+                with self._in_flight:
+                    return action(DeviceSession(self._device, self.settings))
             except exc_module.DeviceAuthError:
                 self.close()
                 raise TargetUnavailableError(
@@ -264,14 +275,28 @@ class AdbConnection:
         return self.call(lambda session: session.shell(command, long), what)
 
     def if_connected(self, action: Callable[[DeviceSession], Any]) -> None:
-        """Run ``action`` once if a connection is open (clean-up at exit must not wait for a lost phone)."""
-        if self._device is None:
+        """Run ``action`` once if a connection is open and idle. Clean-up at exit must wait neither for a
+        lost phone nor for a command another thread still has in flight (Ctrl-C during a benchmark: the
+        process must end now; the device lock it leaves is taken over by the next run)."""
+        if self._device is None or not self._in_flight.acquire(blocking=False):
             return
-        with contextlib.suppress(Exception):  # best effort: the phone may be gone already
-            action(DeviceSession(self._device, self.settings))
+        try:
+            with contextlib.suppress(Exception):  # best effort: the phone may be gone already
+                action(DeviceSession(self._device, self.settings))
+        finally:
+            self._in_flight.release()
 
     def close(self) -> None:
-        if self._device is not None:
-            with contextlib.suppress(Exception):  # a dead connection may fail to close; it is closed either way
-                self._device.close()
-            self._device = None
+        """Hang up. With a command in flight in another thread, adb-shell's close would wait for it: the
+        socket is cut instead (that command fails at once), so closing never waits for the phone."""
+        if self._device is None:
+            return
+        if self._in_flight.acquire(blocking=False):
+            try:
+                with contextlib.suppress(Exception):  # a dead connection may fail to close; it is closed either way
+                    self._device.close()
+            finally:
+                self._in_flight.release()
+        elif self._transport is not None:
+            self._transport.abort()
+        self._device = None

@@ -238,6 +238,34 @@ def test_a_crash_of_the_benchmark_stand_in_reaches_the_error_and_the_test_report
     backend.close()
 
 
+def test_closing_with_a_command_in_flight_does_not_wait_for_it(device, tmp_path, monkeypatch):
+    """Ctrl-C during a benchmark closes the backend (or Python's exit runs its finalizer) while another
+    thread still waits on the phone: the clean-up is skipped instead of queueing behind that command.
+    (It did queue: `deploy` then hung after Ctrl-C until the phone answered.)"""
+    backend = AdbBackend(FAST, **settings(device, device_dir="/data/local/tmp/in-flight"))
+    artifact = backend.compile(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
+    gate, reached = threading.Event(), threading.Event()
+    original = device.benchmark.runner.run
+
+    def held(argv, cwd="."):
+        reached.set()
+        gate.wait(60)
+        return original(argv, cwd)
+
+    monkeypatch.setattr(device.benchmark.runner, "run", held)
+    worker = threading.Thread(target=lambda: backend.benchmark(tmp_path, artifact), daemon=True)
+    worker.start()
+    try:
+        assert reached.wait(60), "the benchmark never reached the phone"
+        closer = threading.Thread(target=backend.close, daemon=True)
+        closer.start()
+        closer.join(timeout=20)  # the held command would keep it for 60 s
+        assert not closer.is_alive(), "close() waited for the command in flight"
+    finally:
+        gate.set()
+        worker.join(60)
+
+
 def test_frequency_check_refuses_a_throttled_phone(device):
     backend = AdbBackend(FAST, **settings(device, min_freq_khz=2_000_000, cooldown_s=0.01))
     ops = resolution_ops(160, 1.0)[:1]

@@ -139,7 +139,8 @@ def test_ctrl_c_records_finished_devices_and_exits_130_quickly(bundle, profile_y
         return original(argv, cwd)
 
     slow.benchmark.runner.run = held
-    command = [sys.executable, "-m", "ofa_deploy.cli.main", "deploy", str(bundle), "--device", str(profile_yaml)]
+    python = [sys.executable, "-X", "faulthandler"]  # a hang is shown thread by thread (below)
+    command = [*python, "-m", "ofa_deploy.cli.main", "deploy", str(bundle), "--device", str(profile_yaml)]
     proc = subprocess.Popen(
         [*command, *serials(phones), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -153,7 +154,11 @@ def test_ctrl_c_records_finished_devices_and_exits_130_quickly(bundle, profile_y
         assert read_record(bundle, fast.serial) is not None and reached.is_set()
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler prints every thread on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"deploy still running 30 s after Ctrl-C; its threads:\n{proc.communicate(timeout=30)[1]}")
         waited = time.monotonic() - sent
     finally:
         if proc.poll() is None:
