@@ -41,8 +41,11 @@ def test_demo_runs_end_to_end_and_reuses_its_table(tmp_path, capsys):
         assert f"{bundle['measured_ms']:.3f}" in report
     lut = next(out.glob("*.lut.json"))
     assert doc["facts"]["lut_reused"] is False
-    # a second run reuses the cached table instead of profiling again
-    budgets = ",".join(f"{b:g}" for b in doc["facts"]["budgets"][1:])
+    # a second run reuses the cached table instead of profiling again; it validates and calibrates the table
+    # again, which on a loaded host moved the fastest sub-network above the first run's middle budget once:
+    # budgets with headroom over the first run's largest keep this about reuse, not about the calibration
+    largest = doc["facts"]["budgets"][-1]
+    budgets = f"{2 * largest:g},{3 * largest:g}"
     assert main([*args[:-1], "--budgets", budgets]) == 0
     err = capsys.readouterr().err
     assert f"reusing {lut}" in err and "compiling 2 bundles" in err
