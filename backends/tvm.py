@@ -327,34 +327,54 @@ class TvmBackend(RemoteDeviceBackend):
         results: list[LatencyStats | None] = [None] * len(jobs)
         errors: list[OFADeployError] = []  # failures that stop everything (a build that fails)
         lost: list[OFADeployError] = []  # devices gone without a replacement (the others go on)
-        lock = threading.Lock()
+        in_flight = [0]  # jobs being timed now: one may come back to the queue if its device is lost
+        changed = threading.Condition()
+
+        def next_job() -> int | None:
+            """The next job, waiting while the queue is empty but a job in flight may come back (a
+            device that finished its own job must not leave while another's job can still fail over)."""
+            with changed:
+                while not errors and not queue and in_flight[0]:
+                    changed.wait()
+                if errors or not queue:
+                    return None
+                in_flight[0] += 1
+                return queue.popleft()
+
+        def done(requeue: int | None = None, error: OFADeployError | None = None) -> None:
+            with changed:
+                in_flight[0] -= 1
+                if requeue is not None:
+                    queue.appendleft(requeue)
+                if error is not None:
+                    errors.append(error)
+                changed.notify_all()
 
         def work(index: int) -> None:
-            while True:
-                with lock:
-                    if errors or not queue:
-                        return
-                    i = queue.popleft()
-                session = self._sessions[index]
+            while (i := next_job()) is not None:
+                requeue, error, replace_after = None, None, None
                 try:
+                    session = self._sessions[index]
                     if session is None:
                         session = self._sessions[index] = self._open_session(index)
                     results[i] = self._time_job(session, jobs[i], reference)
                 except DeviceLostError as exc:
-                    with lock:
-                        queue.appendleft(i)
-                    log.warning("warning: device %d lost (%s); asking for another", index, exc)
+                    requeue, replace_after = i, exc
+                except OFADeployError as exc:
+                    error = exc
+                finally:  # always, so that no other device waits for this job forever
+                    done(requeue, error)
+                if error is not None:
+                    return
+                if replace_after is not None:
+                    log.warning("warning: device %d lost (%s); asking for another", index, replace_after)
                     self._drop(index)
                     try:
                         self._sessions[index] = self._open_session(index)
                     except OFADeployError as again:
-                        with lock:
-                            lost.append(TargetUnavailableError(f"{exc}; no replacement: {again}"))
+                        with changed:
+                            lost.append(TargetUnavailableError(f"{replace_after}; no replacement: {again}"))
                         return
-                except OFADeployError as exc:
-                    with lock:
-                        errors.append(exc)
-                    return
 
         threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(self._sessions))]
         for thread in threads:

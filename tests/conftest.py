@@ -8,6 +8,7 @@ backends' own thread counts (``timing.threads``) are set explicitly and are not 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -49,15 +50,49 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(autouse=True)
+def _environment_left_as_found():
+    """A test that changes os.environ and leaves it changed fails (its later neighbours on the same
+    worker would run in its environment: once, $XDG_CACHE_HOME left by an in-process `demo` sent the
+    zig linker to an empty cache and a Jetson compile took 110 s instead of 15 s). Put back first."""
+    before = dict(os.environ)
+    yield
+    changed = sorted(
+        name
+        for name in before.keys() | os.environ.keys()
+        if before.get(name) != os.environ.get(name) and name not in _SET_BY_IMPORTS
+    )
+    if changed:
+        for name in changed:
+            if name in before:
+                os.environ[name] = before[name]
+            else:
+                del os.environ[name]
+        pytest.fail(f"the test left environment variables changed: {', '.join(changed)}", pytrace=False)
+
+
+# pytest's own, and what libraries set when first imported (Intel's OpenMP runtime, torch's inductor)
+_SET_BY_IMPORTS = {"PYTEST_CURRENT_TEST", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "TORCHINDUCTOR_CACHE_DIR"}
+
+
+TEST_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[TEST_STARTED] = time.monotonic()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """A failed test's report shows what failed on the loopback phones alive at that moment: the whole
-    output of each failed device command, with the benchmark stand-in's traceback if it crashed."""
+    """A failed test's report shows what failed on the loopback phones since the test began (those
+    stopped since included): the whole output of each failed device command, the benchmark stand-in's
+    traceback if it crashed, and whether that phone's benchmark service was still listening."""
     report = yield
     if report.failed:
         from tests.adb_device.server import failure_report
 
-        text = failure_report()
+        text = failure_report(since=item.stash.get(TEST_STARTED, 0.0))
         if text:
             report.sections.append(("loopback phones: failed device commands", text))
     return report

@@ -7,6 +7,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 
 import pytest
 import yaml
@@ -218,6 +219,7 @@ def test_broken_model_names_the_file(device, tmp_path):
 def test_a_crash_of_the_benchmark_stand_in_reaches_the_error_and_the_test_report(device, tmp_path, monkeypatch):
     """The stand-in's own failures explain themselves: the CLI-facing error names the exception, and
     the whole traceback is kept for the report of a failing test (tests/conftest.py)."""
+    started = time.monotonic()
     backend = AdbBackend(FAST, **settings(device))
     artifact = backend.compile(build_graph(resolution_ops(160, 1.0)[:1]), tmp_path)
 
@@ -235,6 +237,9 @@ def test_a_crash_of_the_benchmark_stand_in_reaches_the_error_and_the_test_report
     report = failure_report()
     assert f"device {device.serial}:" in report and 'raise RuntimeError("the service broke")' in report
     assert "Traceback (most recent call last)" in report and "conn.connect(path)" in report
+    recent = failure_report(since=started)  # what the report of this test shows: with the service's state
+    assert f"device {device.serial} (live; benchmark service listening" in recent
+    assert f"benchmark service of loopback device {device.serial} at {tmp_path / 'gone'}" in recent
     backend.close()
 
 
@@ -380,3 +385,22 @@ def test_key_pair_made_once_when_devices_are_reached_in_parallel(tmp_path):
         made = list(pool.map(lambda _: ensure_adb_key(path).read_bytes(), range(8)))
     assert len(set(made)) == 1 and b"PRIVATE KEY" in made[0]
     parse_public_key((tmp_path / "adbkey.pub").read_bytes())
+
+
+def test_a_stopped_phone_accepts_no_connection(tmp_path):
+    """The stand-in's stop() really stops: its port refuses connections at once, and a connection it
+    held is hung up. (A listener only closed, while its accept loop waited, still took the next
+    connection and served it with the stopped benchmark service: 'Connection refused' from the stub.)"""
+    phone = FakeAdbDevice(tmp_path / "phone").start()
+    held = socket.create_connection(("127.0.0.1", phone.port), timeout=5)
+    deadline = time.monotonic() + 5
+    while phone.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    phone.stop()
+    assert held.recv(1) == b""  # hung up, not left waiting
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", phone.port), timeout=5)
+    with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(phone.benchmark.socket_path))
+    assert "stopped" in phone.benchmark.state()
+    held.close()

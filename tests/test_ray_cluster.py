@@ -36,7 +36,12 @@ def cluster(phones):
     """Head node = host 1 (owns phone 0), one more node = host 2 (owns phone 1)."""
     c = cluster_utils.Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": device_resources("adb", MODEL, [phones[0].serial])},
+        head_node_args={
+            "num_cpus": 1,
+            "resources": device_resources("adb", MODEL, [phones[0].serial]),
+            # a lost host is noticed in about a second, not Ray's default 15 s (3 s x 5 missed checks)
+            "_system_config": {"health_check_period_ms": 300, "health_check_failure_threshold": 3},
+        },
     )
     second = c.add_node(num_cpus=1, resources=device_resources("adb", MODEL, [phones[1].serial]))
     c.wait_for_nodes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -168,3 +169,46 @@ def test_compile_verify_and_benchmark_in_process(tmp_path, capsys):
     code = main(["benchmark", str(bundle), "--backend", "tvm", *flags])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["backend"] == "tvm" and result["measured_ms"] > 0
+
+
+def test_a_device_that_finished_its_jobs_waits_for_a_job_that_may_fail_over(monkeypatch):
+    """Two devices, two jobs: device 0 finishes its job while device 1 still times the other, then
+    device 1 is lost with no replacement. Its job comes back to the queue and device 0 must take it.
+    (Device 0 used to leave as soon as the queue was empty: the job was never timed and the profile
+    failed with 'no replacement' although a device was alive; seen under load in test_tvm_rpc.)"""
+    from ofa_deploy.backends.tvm import _Job
+    from ofa_deploy.backends.tvm_rpc import DeviceLostError
+
+    class Session:
+        def __init__(self, name):
+            self.name = name
+
+        def close(self):
+            pass
+
+    first_done, timed_by, both_busy, started = threading.Event(), [], threading.Barrier(2, timeout=30), set()
+
+    def time_job(session, job, reference):
+        if session.name not in started:  # each device holds a job before either finishes
+            started.add(session.name)
+            both_busy.wait()
+        if session.name == "device-1" and not first_done.wait(timeout=30):
+            raise AssertionError("device 0 never finished its job")
+        if session.name == "device-1":
+            time.sleep(0.2)  # device 0 has long reached the empty queue
+            raise DeviceLostError("the board went away")
+        timed_by.append((session.name, job.label))
+        first_done.set()
+        return job.label
+
+    def no_replacement(index):
+        raise TargetUnavailableError("no free TVM RPC server")
+
+    with TvmBackend(FAST) as backend:
+        backend._sessions = [Session("device-0"), Session("device-1")]
+        monkeypatch.setattr(backend, "_time_job", time_job)
+        monkeypatch.setattr(backend, "_open_session", no_replacement)
+        jobs = [_Job("a", b"", (1,)), _Job("b", b"", (1,))]
+        assert backend._run(jobs, None) == ["a", "b"]
+        backend._sessions = []
+    assert sorted(timed_by) == [("device-0", "a"), ("device-0", "b")]

@@ -105,7 +105,7 @@ def test_compile_then_benchmark_through_the_tracker(rpc_lut, cluster, quick_prof
 
 
 def test_direct_server_without_a_tracker(tmp_path):
-    with rpc_cluster(tmp_path, servers=0) as cluster:
+    with rpc_cluster(tmp_path, servers=0, tracker=False) as cluster:
         port = cluster.start_standalone_server()
         ops = resolution_ops(160, 1.0)[:2]
         with TvmBackend(FAST, rpc=f"127.0.0.1:{port}", rpc_timeout=30) as backend:
@@ -146,7 +146,7 @@ def test_servers_killed_mid_profile_failover_then_resume(tmp_path):
     plan = ProfilePlan(1.0, (160,), {op.key: op for op in ops}, {160: {op.key for op in ops}})
     out = tmp_path / "lut.json"
     with rpc_cluster(tmp_path, servers=2, key="ofa-resume") as pool:
-        settings = {"rpc_tracker": pool.tracker_address, "rpc_key": pool.key, "rpc_timeout": 3, "batch_size": 2}
+        settings = {"rpc_tracker": pool.tracker_address, "rpc_key": pool.key, "rpc_timeout": 5, "batch_size": 2}
         with TvmBackend(FAST, **settings) as backend:
             measure, calls = backend.measure, []
 

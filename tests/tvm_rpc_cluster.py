@@ -78,27 +78,22 @@ class RpcCluster:
         self._wait(lambda: self._summary() is not None, "the tracker to listen")
 
     def start_server(self, key: str | None = None) -> subprocess.Popen:
-        port = free_port()
-        server = _start(
-            [
-                "tvm.exec.rpc_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--port-end",
-                str(port + 1),
-                "--tracker",
-                self.tracker_address,
-                "--key",
-                key or self.key,
-            ],
-            self.workdir / f"server-{len(self.servers)}.log",
-        )
-        self.servers.append(server)
-        expected = self.registered(key or self.key) + 1
-        self._wait(lambda: self.registered(key or self.key) >= expected, "the server to register")
-        return server
+        return self.start_servers(1, key)[0]
+
+    def start_servers(self, count: int, key: str | None = None) -> list[subprocess.Popen]:
+        """``count`` servers registered under ``key``, started side by side (each imports TVM for a
+        few seconds), returned once the tracker lists all of them."""
+        key = key or self.key
+        expected = self.registered(key) + count
+        started = []
+        for _ in range(count):
+            port = free_port()
+            command = ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+            command += ["--tracker", self.tracker_address, "--key", key]
+            started.append(_start(command, self.workdir / f"server-{len(self.servers)}.log"))
+            self.servers.append(started[-1])
+        self._wait(lambda: self.registered(key) >= expected, f"{count} server(s) to register")
+        return started
 
     def start_standalone_server(self) -> int:
         """A server without a tracker (for ``--rpc HOST:PORT``); returns its port once it listens."""
@@ -155,13 +150,15 @@ class RpcCluster:
 
 
 @contextlib.contextmanager
-def rpc_cluster(workdir: Path, servers: int = 1, key: str = "ofa-test"):
-    """A tracker with ``servers`` servers under ``key``; everything is stopped on exit."""
+def rpc_cluster(workdir: Path, servers: int = 1, key: str = "ofa-test", tracker: bool = True):
+    """A tracker (unless ``tracker`` is False) with ``servers`` servers under ``key``; everything is
+    stopped on exit."""
     cluster = RpcCluster(workdir, key)
     try:
-        cluster.start_tracker()
-        for _ in range(servers):
-            cluster.start_server()
+        if tracker:
+            cluster.start_tracker()
+        if servers:
+            cluster.start_servers(servers)
         yield cluster
     finally:
         cluster.stop()

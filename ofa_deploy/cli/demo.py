@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ofa_deploy.cli.common import (
@@ -61,14 +63,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         generations=args.generations,
     )
-    # Keep every file the demo causes inside its output folder: ONNX Runtime writes a device id under
-    # $XDG_CACHE_HOME (else ~/.cache) when first imported, matplotlib caches fonts under ~ too.
-    cache = (opts.out / ".cache").resolve()
-    os.environ["XDG_CACHE_HOME"] = str(cache)
-    os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
     started = time.time()
-    result = run_demo(opts)
-    report = write_report(result)
+    with _caches_inside(opts.out / ".cache"):
+        result = run_demo(opts)
+        report = write_report(result)
     if args.json:
         print_json(
             {"report": str(report), "facts": result.facts, "bundles": result.bundles, "seconds": time.time() - started}
@@ -92,3 +90,22 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"report: {report}  ({time.time() - started:.0f} s in all)")
     return 0
+
+
+@contextmanager
+def _caches_inside(cache: Path) -> Iterator[None]:
+    """Keep every file the demo causes inside its output folder while it runs: ONNX Runtime writes a
+    device id under $XDG_CACHE_HOME (else ~/.cache) when first imported, matplotlib caches fonts under
+    ~ too. The variables are put back afterwards (a caller running ``main`` in-process keeps its own
+    caches: the zig linker's glibc build, ~1.5 minutes, lives under $XDG_CACHE_HOME as well)."""
+    names = {"XDG_CACHE_HOME": cache.resolve(), "MPLCONFIGDIR": cache.resolve() / "matplotlib"}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(path) for name, path in names.items()})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

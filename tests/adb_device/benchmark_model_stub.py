@@ -12,7 +12,12 @@ if not path:
     print("ERROR: benchmark service not reachable (OFA_FAKE_BENCH_SOCKET unset)")
     sys.exit(1)
 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-    conn.connect(path)
+    try:
+        conn.connect(path)
+    except OSError as exc:  # say whose service it was, then crash with the traceback as before
+        device = os.environ.get("OFA_FAKE_DEVICE", "?")
+        print(f"benchmark service of loopback device {device} at {path}: {exc!r}", file=sys.stderr)
+        raise
     conn.sendall(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}).encode() + b"\n")
     reply = b""
     while chunk := conn.recv(65536):

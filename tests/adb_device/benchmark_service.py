@@ -8,7 +8,9 @@ import hashlib
 import json
 import math
 import os
+import socket
 import socketserver
+import stat
 import threading
 import time
 import traceback
@@ -158,6 +160,8 @@ class BenchmarkService:
             os.unlink(socket_path)
         self._server = socketserver.ThreadingUnixStreamServer(str(socket_path), Handler)
         self._server.daemon_threads = True
+        self._inode = os.stat(socket_path).st_ino
+        self._stopped = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-benchmark")
 
     def start(self) -> BenchmarkService:
@@ -165,5 +169,24 @@ class BenchmarkService:
         return self
 
     def stop(self) -> None:
+        self._stopped = True
         self._server.shutdown()
         self._server.server_close()
+
+    def state(self) -> str:
+        """Whether the service still listens on its socket file, for the report of a failed test."""
+        if self._stopped:
+            return "benchmark service stopped"
+        listener = self._server.socket
+        try:
+            listening = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            own_inode = os.fstat(listener.fileno()).st_ino
+        except OSError as exc:
+            return f"benchmark service socket unusable: {exc}"
+        try:
+            info = os.stat(self.socket_path)
+            found = "a socket" if stat.S_ISSOCK(info.st_mode) else "NOT a socket"
+            found += "" if info.st_ino == self._inode else " (REPLACED)"
+        except OSError as exc:
+            found = f"missing ({exc.strerror})"
+        return f"benchmark service {'listening' if listening else 'NOT LISTENING'} (fd inode {own_inode}), file {found}"

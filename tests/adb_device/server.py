@@ -15,6 +15,7 @@ Run by hand: ``python -m tests.adb_device.server ROOT`` prints the serial to con
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -40,11 +42,16 @@ BANNER = b"device::ro.product.name=walleye;ro.product.model=Pixel 2 (loopback);r
 STUB = Path(__file__).with_name("benchmark_model_stub.py")
 LIVE_DEVICES: weakref.WeakSet[FakeAdbDevice] = weakref.WeakSet()  # for test reports (tests/conftest.py)
 FAILURE_LOG_LIMIT = 20  # failed shell commands kept per device
+_FAILURES: collections.deque[tuple[float, str]] = collections.deque(maxlen=50)  # (time, text), every device
 
 
-def failure_report() -> str:
-    """What went wrong on every loopback device still alive: each failed shell command with its whole
-    output (a Python traceback of the benchmark stand-in included), for the report of a failed test."""
+def failure_report(since: float | None = None) -> str:
+    """What went wrong on the loopback devices: each failed shell command with its whole output (a
+    Python traceback of the benchmark stand-in included) and the state of the device's benchmark
+    service, for the report of a failed test. ``since`` (a ``time.monotonic()``): only what failed
+    from then on, on any device, stopped ones included; None: what every live device kept."""
+    if since is not None:
+        return "\n\n".join(text for at, text in list(_FAILURES) if at >= since)
     return "\n\n".join(
         f"device {device.serial}:\n" + "\n".join(device.failures) for device in list(LIVE_DEVICES) if device.failures
     )
@@ -278,6 +285,7 @@ class FakeAdbDevice:
         self.offline = False
         self._drop_uploads: tuple[str, bool] | None = None  # (file name part, stay offline)
         self._corrupt_uploads: str | None = None
+        self.stopped = False
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._socket_dir = tempfile.mkdtemp(prefix="ofa-fake-bench-")
@@ -297,11 +305,22 @@ class FakeAdbDevice:
         return self
 
     def stop(self) -> None:
+        """Stop listening and hang up every connection. A socket closed while another thread blocks on
+        it stays open in the kernel until that call returns: a closed-only listener still accepted the
+        next connection to its port and served it with the stopped benchmark service. Shutting the
+        sockets down first wakes those calls, and the accept loop is joined."""
         LIVE_DEVICES.discard(self)
-        self._listener.close()
         with self._lock:
-            for sock in list(self._live):
-                sock.close()
+            self.stopped = True
+            live = list(self._live)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
+        self._listener.close()
+        for sock in live:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
         self.benchmark.stop()
 
     def install_benchmark_stub(self, directory: Path) -> Path:
@@ -316,6 +335,7 @@ class FakeAdbDevice:
             "PATH": f"{self.fs.bin}:/usr/bin:/bin",
             "HOME": str(self.fs.root / "data" / "local" / "tmp"),
             "OFA_FAKE_BENCH_SOCKET": str(self.benchmark.socket_path),
+            "OFA_FAKE_DEVICE": self.serial,
             "LC_ALL": "C",
         }
 
@@ -325,8 +345,11 @@ class FakeAdbDevice:
         text = output.decode("utf-8", "replace")
         if status == 0 and "Traceback (most recent call last)" not in text and "ERROR:" not in text:
             return
+        entry = f"$ {command[:300]}\n[exit {status}]\n{text[-8000:]}"
+        state = "STOPPED" if self.stopped else "live"
+        _FAILURES.append((time.monotonic(), f"device {self.serial} ({state}; {self.benchmark.state()}):\n{entry}"))
         with self._lock:
-            self.failures.append(f"$ {command[:300]}\n[exit {status}]\n{text[-8000:]}")
+            self.failures.append(entry)
             del self.failures[:-FAILURE_LOG_LIMIT]
 
     # -------------------------------------------------------------- faults
@@ -383,16 +406,19 @@ class FakeAdbDevice:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
-            if self.offline:
-                sock.close()
-                continue
-            self.connections += 1
+            with self._lock:  # registered before stop() can look: stop() hangs up every live connection
+                if self.stopped:
+                    sock.close()
+                    return
+                if self.offline:
+                    sock.close()
+                    continue
+                self._live.add(sock)
+                self.connections += 1
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._serve, args=(sock,), daemon=True, name="fake-adbd-conn").start()
 
     def _serve(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._live.add(sock)
         try:
             _Connection(self, sock).serve()
         except (Dropped, OSError, ConnectionError, struct.error):
