@@ -39,9 +39,11 @@ stress-test:
 wheel-check: $(STAMP)
 	bash .ci/wheel_smoke.sh $(BIN)/python $(PYTHON)
 
-# Property-based fuzzing of every parser with 1000 examples each (make test runs a smaller number).
+# Property-based fuzzing of every parser and validator with 1000 examples each (make test runs fewer):
+# the file parsers, and the validators of cluster replies and deploy records (tests/test_security_fleet.py).
 fuzz: $(STAMP)
-	OFA_DEPLOY_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_parsers.py
+	OFA_DEPLOY_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_parsers.py \
+		tests/test_security_fleet.py -k "fuzz_parsers or _fuzz"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
