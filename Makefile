@@ -22,11 +22,18 @@ DEMO_ARGS := $(if $(wildcard $(OFFICIAL_PREDICTOR)),--accuracy-predictor $(OFFIC
 demo: $(STAMP)
 	$(BIN)/ofa-deploy demo --out demo-output $(DEMO_ARGS)
 
+# The import layers ([tool.importlinter] in pyproject.toml, no exemptions). import-linter reads a package from one
+# folder, and backends/ installs as ofa_deploy.backends: the check runs on a copy laid out as installed.
+LINT_IMPORTS = layers=$$(mktemp -d) && cp -r ofa_deploy backends "$$layers"/ && mv "$$layers"/backends "$$layers"/ofa_deploy/ \
+	&& (cd "$$layers" && "$(abspath $(BIN))/lint-imports" --no-cache --no-logo "$(abspath pyproject.toml)"); \
+	status=$$?; rm -rf "$$layers"; exit $$status
+
 # Two pytest-xdist workers (one per core of the CI machine; TEST_WORKERS=auto on a bigger one). Tests marked
 # `serial` (timing claims, device time-outs) all run on one worker, one after another; the 15 slowest are listed.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
+	@$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # Flaky-test hunt: `make test` RUNS times, each from a fresh clone of HEAD, with a busy loop on one core.
@@ -47,6 +54,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	@$(LINT_IMPORTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -43,9 +43,9 @@ from ofa_deploy.backends.benchmark_model_output import (
     parse_benchmark_output,
 )
 from ofa_deploy.backends.tflite import TFLiteBackend, tflite_artifact
-from ofa_deploy.deploy.graph.ir import Graph, build_graph
-from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.graph.ir import Graph, build_graph
+from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 from ofa_deploy.space.ops import OpSpec
 
 __all__ = [

@@ -25,10 +25,10 @@ from ofa_deploy.backends.fpga_model import (
     FittedParameters,
     estimate_layers,
 )
-from ofa_deploy.deploy.graph.ir import Graph
-from ofa_deploy.deploy.graph.layers import Layer, layers_from_graph
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.layers import Layer, layers_from_graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
 REPORT_FILE, MODEL_FILE = "cost_report.json", "model.onnx"
 
@@ -128,7 +128,7 @@ class FpgaBackend(AnalyticalBackend):
 
     def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyEstimate:
         """Re-estimate the bundle's ONNX with this backend's DPU settings (an estimate, not a run)."""
-        from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+        from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
         path = Path(directory) / MODEL_FILE
         if not path.is_file():

@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any
 
-from ofa_deploy.deploy.graph.layers import (
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.layers import (
     ADD,
     AVGPOOL,
     CONCAT,
@@ -60,7 +61,6 @@ from ofa_deploy.deploy.graph.layers import (
     RESHAPE,
     Layer,
 )
-from ofa_deploy.errors import BadInputError
 
 MODEL_VERSION = "dpuczdx8g-1"
 

@@ -44,8 +44,8 @@ from ofa_deploy.backends import nvidia_conditions
 from ofa_deploy.backends.nvidia_cache import EngineCache, default_cache_dir
 from ofa_deploy.backends.nvidia_gpu import GpuInfo, list_gpus, select_gpu
 from ofa_deploy.backends.nvidia_timing import GpuLatencyStats, batch_row, parse_batch_sizes, time_gpu, with_batch
-from ofa_deploy.deploy.graph.ir import Graph, build_graph
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError, TargetUnavailableError
+from ofa_deploy.graph.ir import Graph, build_graph
 from ofa_deploy.space.ops import OpSpec
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def resolve_engine(requested: str) -> str:
 
 def dynamic_batch_onnx(graph: Graph) -> bytes:
     """The graph's ONNX with a symbolic batch dimension, so one artifact serves every batch size."""
-    from ofa_deploy.deploy.graph.onnx_writer import to_onnx
+    from ofa_deploy.graph.onnx_writer import to_onnx
 
     model = to_onnx(graph)
     for value in (*model.graph.input, *model.graph.output):
@@ -265,7 +265,7 @@ class NvidiaBackend(LocalRuntimeBackend):
 
             return TorchCudaRunner(graph, gpu.index, s.precision, s.cuda_graphs)
         if onnx is None:
-            from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+            from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
             onnx = to_onnx_bytes(graph)
         if engine == "tensorrt":

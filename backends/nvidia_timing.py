@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
-from ofa_deploy.deploy.graph.ir import Graph
+from ofa_deploy.graph.ir import Graph
 
 
 class TimedRunner(Protocol):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 from ofa_deploy.errors import TargetUnavailableError
+from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 
 
 def graph_module(graph: Graph):

@@ -12,8 +12,8 @@ import numpy as np
 from ofa_deploy.backend.artifact import OPENVINO_IR, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
 from ofa_deploy.backend.settings import BackendSettings, setting
-from ofa_deploy.deploy.graph.ir import Graph
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILES = ["model.xml", "model.bin"]
 

@@ -14,8 +14,8 @@ import numpy as np
 from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
 from ofa_deploy.backend.settings import BackendSettings, setting
-from ofa_deploy.deploy.graph.ir import Graph
-from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
+from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 
 MODEL_FILE = "model.tflite"
 

@@ -41,10 +41,10 @@ from ofa_deploy.backends.tvm_rpc import (
     TrackerClient,
     key_count,
 )
-from ofa_deploy.deploy.graph.ir import Graph, build_graph
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 from ofa_deploy.files import atomic_write_bytes
+from ofa_deploy.graph.ir import Graph, build_graph
+from ofa_deploy.graph.onnx_writer import to_onnx
 from ofa_deploy.space.ops import OpSpec
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ofa_deploy.backend.registry import create_backend
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.latency.profiling import ProfilePlan, profile, profile_metadata
-from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.latency.validation import validate
+from ofa_deploy.reports.validation import write_outputs
 from tests.adb_device import FakeAdbDevice
 
 

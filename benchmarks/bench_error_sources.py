@@ -34,8 +34,8 @@ from common import OUT, machine, print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ofa_deploy.deploy.graph.ir import build_graph
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 from ofa_deploy.space.arch import sample_arch
 from ofa_deploy.space.ops import BLOCK, OpSpec, arch_ops
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ofa_deploy.backend.profiles import default_profile_for
 from ofa_deploy.backend.registry import create_backend
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.deploy.graph.ir import build_graph
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.fit import fit_measurements
 from ofa_deploy.latency.measurements import write_measurements
 from ofa_deploy.latency.profiling import ProfilePlan, profile, profile_metadata, table_reference

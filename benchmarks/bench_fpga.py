@@ -7,7 +7,7 @@ and writes backends/fpga_parameters.json with that provenance. Without ``--fit``
 every model with a published figure, the estimate, the published latency and the error, split
 into the figures the parameters were fitted on and held-out ones (later tool releases on the same
 board; other boards where a figure is known). The reference models are built from their
-definitions (ofa_deploy.deploy.graph.reference_cnns) and read back through the same ONNX reader
+definitions (tests/reference_cnns.py) and read back through the same ONNX reader
 users' models go through.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 from datetime import date
@@ -25,8 +26,11 @@ import numpy as np
 from common import print_table
 
 from ofa_deploy.backends.fpga_model import DpuConfig, FittedParameters, estimate_layers, gops
-from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
-from ofa_deploy.deploy.graph.reference_cnns import reference_models
+from ofa_deploy.graph.onnx_reader import layers_from_onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference models live with the tests
+
+from tests.reference_cnns import reference_models
 
 PARAMETERS = Path(__file__).resolve().parent.parent / "backends" / "fpga_parameters.json"
 ZCU102_2019 = DpuConfig(arch="B4096", cores=3, clock_mhz=287.0, ddr_gbs=17.1)
@@ -159,7 +163,7 @@ def main() -> None:
                 ],
                 "source": FIT_SOURCE,
                 "board": "ZCU102: B4096 @ 287 MHz, DDR4-2133 x 64 bit (17.1 GB/s); one core used at batch 1",
-                "models": "built from their definitions: ofa_deploy/deploy/graph/reference_cnns.py",
+                "models": "built from their definitions: tests/reference_cnns.py",
                 "also_matched": [
                     {
                         "model": m,

@@ -20,7 +20,8 @@ from ofa_deploy.backend.profiles import load_profile
 from ofa_deploy.backends.nvidia_gpu import list_gpus
 from ofa_deploy.errors import OFADeployError
 from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
-from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.latency.validation import validate
+from ofa_deploy.reports.validation import write_outputs
 
 RESOLUTION = 224
 

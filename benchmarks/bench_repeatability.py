@@ -33,7 +33,7 @@ from common import HOST_BACKENDS, OUT, machine, print_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_deploy.backend.profiles import default_profile_for
-from ofa_deploy.deploy.graph.ir import build_graph
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.profiling import reference_key
 from ofa_deploy.space.arch import sample_batch
 from ofa_deploy.space.ops import arch_ops

@@ -44,7 +44,7 @@ def per_key_cost(keys: int) -> tuple[float, float]:
     """Seconds per key to build (ONNX -> linked .so, one worker) and to time (tvm-llvm-host timing,
     reference included), measured separately on the first ``keys`` operators of r=160, in-process."""
     from ofa_deploy.backend.profiles import load_profile
-    from ofa_deploy.deploy.graph.ir import build_graph
+    from ofa_deploy.graph.ir import build_graph
     from ofa_deploy.latency.profiling import reference_key
     from ofa_deploy.space.ops import resolution_ops
 

@@ -16,7 +16,8 @@ from common import HOST_BACKENDS, OUT, machine, print_table
 
 from ofa_deploy.backend.profiles import default_profile_for
 from ofa_deploy.latency.table import load_lut
-from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.latency.validation import validate
+from ofa_deploy.reports.validation import write_outputs
 
 
 def main() -> int:

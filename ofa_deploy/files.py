@@ -14,14 +14,19 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from ofa_deploy.errors import BadInputError, OFADeployError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -91,6 +96,21 @@ def strict_json(document: Any, **dumps_kwargs: Any) -> str:
         return json.dumps(document, allow_nan=False, **dumps_kwargs)
     except ValueError as exc:
         raise OFADeployError(f"internal error: refusing to write a non-finite number as JSON ({exc})") from None
+
+
+def finite_json(value: Any, where: str = "$") -> Any:
+    """``value`` with every non-finite float replaced by None (logged at debug level with its path):
+    what a report may hold (a Kendall tau of constant values is NaN) made fit for :func:`strict_json`."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        log.debug("--json: %s is %r, written as null", where, value)
+        return None
+    if isinstance(value, Mapping):
+        return {k: finite_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
 
 
 def atomic_write_json(path: Path, document: Any, **dumps_kwargs: Any) -> None:

@@ -16,8 +16,8 @@ from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.backends.adb import AdbBackend, list_adb_devices
 from ofa_deploy.backends.benchmark_model_output import BenchmarkFailedError
 from ofa_deploy.cli.main import main
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import RuntimeMissingError, TargetUnavailableError
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.profiling import reference_key
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.space.arch import smallest_arch

@@ -12,8 +12,8 @@ from ofa_deploy.backend.interface import CliOption, LocalRuntimeBackend, RemoteD
 from ofa_deploy.backend.settings import BackendSettings, parse_settings, setting
 from ofa_deploy.backend.timing import LatencyStats
 from ofa_deploy.cli import common
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.space.arch import smallest_arch
 from ofa_deploy.space.ops import arch_ops, resolution_ops
 

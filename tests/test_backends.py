@@ -8,8 +8,8 @@ import pytest
 from ofa_deploy.backend.registry import BUILTIN_BACKENDS, backend_names, create_backend
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.cli.main import main
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError, RuntimeMissingError
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.space.arch import smallest_arch
 from ofa_deploy.space.ops import arch_ops, resolution_ops
 

@@ -135,7 +135,7 @@ def _copy_bundle(bundle: Path, target: Path) -> Path:
 def _conv_group_0(path: Path) -> Path:
     from onnx import helper
 
-    from ofa_deploy.deploy.graph.reference_cnns import squeezenet
+    from tests.reference_cnns import squeezenet
 
     model = squeezenet()
     conv = model.graph.node[0]

@@ -9,9 +9,9 @@ import pytest
 from ofa_deploy.backend.registry import create_backend
 from ofa_deploy.backends.fpga_model import DpuConfig, FittedParameters, estimate_layers
 from ofa_deploy.cli.main import main
-from ofa_deploy.deploy.graph.ir import build_graph
-from ofa_deploy.deploy.graph.layers import CONV, DEPTHWISE, FC, HARDSWISH, RELU, Layer, layers_from_graph
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.graph.layers import CONV, DEPTHWISE, FC, HARDSWISH, RELU, Layer, layers_from_graph
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.space.arch import largest_arch, save_arch_file, smallest_arch
 from ofa_deploy.space.ops import arch_ops
@@ -35,8 +35,8 @@ def test_parameters_are_fitted_and_say_where_from():
 def test_stored_fit_is_what_the_model_computes_now():
     """fpga_parameters.json records the estimates it was fitted to; the model must still produce them
     (a changed formula without a refit is caught here)."""
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
-    from ofa_deploy.deploy.graph.reference_cnns import reference_models
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
+    from tests.reference_cnns import reference_models
 
     zcu102 = DpuConfig(arch="B4096", cores=3, clock_mhz=287.0, ddr_gbs=17.1)
     for point in PARAMS.provenance["fitted_on"]:
@@ -147,7 +147,7 @@ def test_bad_settings_are_one_line(tmp_path, capsys):
 def _onnx_model(tmp_path, name="cf_mobilenetv2"):
     from onnx import save
 
-    from ofa_deploy.deploy.graph.reference_cnns import reference_models
+    from tests.reference_cnns import reference_models
 
     path = tmp_path / f"{name}.onnx"
     save(reference_models()[name](), str(path))

@@ -731,11 +731,11 @@ def test_dataset(workdir, data):
 
 
 def _reference_models() -> list[bytes]:
-    from ofa_deploy.deploy.graph import reference_cnns
-    from ofa_deploy.deploy.graph.ir import build_graph
-    from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+    from ofa_deploy.graph.ir import build_graph
+    from ofa_deploy.graph.onnx_writer import to_onnx_bytes
     from ofa_deploy.space.arch import smallest_arch
     from ofa_deploy.space.ops import arch_ops
+    from tests import reference_cnns
 
     models = [reference_cnns.squeezenet().SerializeToString(), reference_cnns.resnet18().SerializeToString()]
     models.append(reference_cnns.mobilenet_v2(0.5).SerializeToString())
@@ -836,7 +836,7 @@ def onnx_models(draw: st.DrawFn) -> bytes:
 
 
 def _check_layers(layers) -> None:
-    from ofa_deploy.deploy.graph.onnx_reader import MAX_DIM, MAX_ELEMENTS, MAX_KERNEL
+    from ofa_deploy.graph.onnx_reader import MAX_DIM, MAX_ELEMENTS, MAX_KERNEL
 
     for layer in layers:
         for dim in (*layer.in_shape, *layer.out_shape, *layer.kernel, layer.stride, layer.groups, layer.inputs):
@@ -849,7 +849,7 @@ def _check_layers(layers) -> None:
 @FUZZ
 @given(st.one_of(onnx_models(), raw_bytes))
 def test_onnx_reader(data):
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
     layers = parse_or_refuse(layers_from_onnx, data, "fuzz.onnx")
     if layers is not None:
@@ -866,7 +866,7 @@ def _fpga():
 @FUZZ
 @given(content=st.one_of(onnx_models(), raw_bytes))
 def test_onnx_reader_on_a_path(workdir, content):
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
     parse_or_refuse(layers_from_onnx, _write(workdir, "m.onnx", content))
 
@@ -902,7 +902,7 @@ def test_onnx_reader_never_reads_external_data(external_fifo, data):
     refused in one line; the file they name is never opened."""
     import onnx
 
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
     fifo, opened = external_fifo
     model = onnx.ModelProto()
@@ -973,7 +973,7 @@ def special_files(tmp_path_factory) -> dict[str, Path]:
 
 
 def _input_readers() -> dict[str, Callable[[Path], Any]]:
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
     from ofa_deploy.inputs import input_lines, read_input_text
     from ofa_deploy.latency.measurements import read_archs, read_measurements
     from ofa_deploy.latency.table import LatencyTable

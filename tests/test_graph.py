@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import randomize_
 
-from ofa_deploy.deploy.graph.from_torch import torch_weights
-from ofa_deploy.deploy.graph.ir import build_graph
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
-from ofa_deploy.deploy.graph.tflite_writer import to_tflite_bytes
+from ofa_deploy.graph.from_torch import torch_weights
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
+from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 from ofa_deploy.nn.supernet import OFAMobileNetV3
 from ofa_deploy.space.arch import sample_batch
 from ofa_deploy.space.ops import arch_ops, resolution_ops

@@ -27,8 +27,8 @@ from ofa_deploy.backends.nvidia import NvidiaBackend, dynamic_batch_onnx
 from ofa_deploy.backends.nvidia_cache import EngineCache, engine_key
 from ofa_deploy.backends.nvidia_timing import GpuLatencyStats, parse_batch_sizes, time_gpu, with_batch
 from ofa_deploy.cli.main import main
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.metadata import TableMetadata
 from ofa_deploy.space.arch import sample_arch
 from ofa_deploy.space.ops import arch_ops, resolution_ops
@@ -289,7 +289,7 @@ def _ort_run(model: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def test_with_batch_changes_only_the_batch_dimension():
-    from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+    from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
     op = resolution_ops(160, 1.0)[30]
     graph = build_graph([op])
@@ -320,7 +320,7 @@ def test_torch_engine_module_computes_what_the_onnx_computes():
     import torch
 
     from ofa_deploy.backends.nvidia_torch import graph_module
-    from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+    from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
     arch = sample_arch(np.random.default_rng(5), resolutions=[160])
     graph = with_batch(build_graph(arch_ops(arch, 1.0)), 2)
@@ -472,7 +472,7 @@ class CpuStandIn(NvidiaBackend):
         return {"runtime": "onnxruntime (CPU stand-in)", "runtime_version": "test", "engine": self._engine}
 
     def _runner(self, graph, onnx=None, batch_shapes=None):
-        from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
+        from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
         return OrtCpuRunner(onnx or to_onnx_bytes(graph), graph.input_shape)
 

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ofa_deploy.deploy.graph import reference_cnns
-from ofa_deploy.deploy.graph.ir import build_graph
-from ofa_deploy.deploy.graph.layers import (
+from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.graph.layers import (
     ADD,
     AVGPOOL,
     CONCAT,
@@ -30,11 +30,11 @@ from ofa_deploy.deploy.graph.layers import (
     SIGMOID,
     layers_from_graph,
 )
-from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
-from ofa_deploy.deploy.graph.onnx_writer import to_onnx_bytes
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.onnx_reader import layers_from_onnx
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 from ofa_deploy.space.arch import largest_arch, smallest_arch
 from ofa_deploy.space.ops import arch_ops
+from tests import reference_cnns
 
 # The zoo's "OPS per image" (2 ops per MAC), /work/shared/data/fpga_reference.md section 4.
 PUBLISHED_GOPS = {

@@ -36,7 +36,8 @@ def test_library_leaves_the_process_alone(tmp_path):
         import numpy as np
         before = dict(os.environ)
         from ofa_deploy.latency.table import Calibration
-        from ofa_deploy.latency.validation import ValidationResult, plot_scatter
+        from ofa_deploy.latency.validation import ValidationResult
+        from ofa_deploy.reports.validation import plot_scatter
         from ofa_deploy.space.arch import smallest_arch
         n = 6
         result = ValidationResult(

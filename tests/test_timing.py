@@ -113,7 +113,7 @@ def test_every_model_needs_an_instance():
 def test_local_backends_load_at_most_a_batch_at_once(monkeypatch):
     """measure_networks times ``batch_size`` networks together and releases them before the next batch."""
     from ofa_deploy.backend.registry import backend_class
-    from ofa_deploy.deploy.graph.ir import build_graph
+    from ofa_deploy.graph.ir import build_graph
     from ofa_deploy.space.arch import sample_batch
     from ofa_deploy.space.ops import arch_ops
 

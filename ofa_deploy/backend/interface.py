@@ -46,8 +46,8 @@ from ofa_deploy.backend.timing import (
     time_interleaved,
     time_runner,
 )
-from ofa_deploy.deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
+from ofa_deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.space.ops import OpSpec
 
 
@@ -406,7 +406,7 @@ class AnalyticalBackend(Backend):
 
     def estimate_layers(self, layers: Sequence[Any]) -> Any:
         """Optional: a per-layer cost report (``.latency_ms``, ``.to_dict()``) for any model read as
-        layers (:mod:`ofa_deploy.deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
+        layers (:mod:`ofa_deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
         raise BadInputError(f"backend '{self.name}' has no per-layer model, so it cannot estimate foreign models")
 
     def invocation_overhead_ms(self) -> float:

@@ -39,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.timing import TimingOptions
     from ofa_deploy.cli.common import recorded_settings, resolve_profile
+    from ofa_deploy.cli.fleet_args import specs_from_args
     from ofa_deploy.deploy.bundle import open_bundle
     from ofa_deploy.fleet.deploy import (
         BundleFiles,
@@ -48,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         local_job,
         require_deployable,
     )
-    from ofa_deploy.fleet.targets import specs_from_args
 
     if args.remote_dir is not None and not PurePosixPath(args.remote_dir).is_absolute():
         raise BadInputError(f"--remote-dir {args.remote_dir!r}: must be an absolute path on the device")

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.interface import AnalyticalBackend
     from ofa_deploy.cli.common import make_backend, resolve_profile
     from ofa_deploy.cli.output import format_table, print_json
-    from ofa_deploy.deploy.graph.onnx_reader import layers_from_onnx
     from ofa_deploy.errors import BadInputError
+    from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
     device = resolve_profile(args)
     layers = layers_from_onnx(Path(args.model))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from ofa_deploy.files import finite_json
 
 log = logging.getLogger("ofa_deploy.cli")
 
@@ -18,20 +19,6 @@ def print_json(document: Any) -> None:
     ``null``, with a debug line naming where it was, never as the ``NaN`` most parsers refuse."""
     json.dump(finite_json(document), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
-
-
-def finite_json(value: Any, where: str = "$") -> Any:
-    """``value`` with every non-finite float replaced by None (logged at debug level with its path)."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        log.debug("--json: %s is %r, written as null", where, value)
-        return None
-    if isinstance(value, Mapping):
-        return {k: finite_json(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
 
 
 def printable(text: str) -> str:

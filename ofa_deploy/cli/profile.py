@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     device = resolve_profile(args)
-    from ofa_deploy.fleet.profiling import fleet_requested, run_profile
+    from ofa_deploy.cli.fleet_args import fleet_requested
 
     if fleet_requested(args):  # several devices (--serial S1 --serial S2) or --cluster: sharded (docs/fleet.md)
-        return run_profile(args, device, _plan(args, device))
+        return _profile_fleet(args, device, _plan(args, device))
     with make_backend(args, device) as backend:
         return _profile(args, device, backend)
 
@@ -108,5 +108,50 @@ def _profile(args: argparse.Namespace, device, backend) -> int:
         print(
             f"wrote {out}: {len(plan.ops)} keys in {elapsed:.1f} s "
             f"(overhead per call {table.call_overhead_ms * 1000:.1f} us, drift {100 * (ratio - 1):.1f}%)"
+        )
+    return 0
+
+
+def _profile_fleet(args: argparse.Namespace, device, plan) -> int:
+    """The verb over several devices: shards measured in parallel, merged (:mod:`ofa_deploy.fleet.profiling`)."""
+    from ofa_deploy.cli.fleet_args import specs_from_args
+    from ofa_deploy.fleet.profiling import ShardJob, profile_over_devices, profile_shard
+
+    specs = specs_from_args(args, device)
+    out = Path(args.out)
+    job: ShardJob = profile_shard
+    if args.cluster:
+        from ofa_deploy.fleet.cluster import Cluster
+
+        job = Cluster.connect(args.cluster).shard_job()
+    info(f"profiling {len(plan.ops)} distinct operators sharded over {len(specs)} device(s): {', '.join(specs)}")
+    started = time.time()
+    table, seconds = profile_over_devices(
+        plan, specs, out, device.name if device else args.backend, args.resume, not args.no_progress, job
+    )
+    fleet = table.metadata.fleet or {}
+    for name, found in fleet.get("disagreeing", {}).items():
+        info(
+            f"warning: device {name} disagrees with the others: its anchor operators are {found['ratio']:.2f}x "
+            f"theirs (noise allows {100 * found['noise']:.0f}%); left out of the shared entries, its own entries "
+            "are marked with it: check that device (throttling, another model) and re-profile its keys"
+        )
+    summary = {
+        "out": str(out),
+        "keys": len(plan.ops),
+        "devices": list(specs),
+        "seconds": round(time.time() - started, 2),
+        "seconds_per_device": seconds,
+        "anchors": fleet.get("anchors", []),
+        "max_device_spread": fleet.get("max_device_spread"),
+        "disagreeing": fleet.get("disagreeing", {}),
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        spread = summary["max_device_spread"]
+        print(
+            f"wrote {out}: {len(plan.ops)} keys from {len(specs)} devices in {summary['seconds']:.1f} s"
+            + (f" (largest device spread on shared keys {spread:.2f}x)" if spread else "")
         )
     return 0

@@ -47,7 +47,8 @@ def _validate(args: argparse.Namespace) -> int:
     from ofa_deploy.latency.measurements import write_measurements
     from ofa_deploy.latency.metadata import CONVERTED
     from ofa_deploy.latency.table import load_lut
-    from ofa_deploy.latency.validation import measurements_of, validate, write_outputs
+    from ofa_deploy.latency.validation import measurements_of, validate
+    from ofa_deploy.reports.validation import write_outputs
 
     table = load_lut(args.lut, args.width_mult)
     table.check_complete()  # an interrupted profile: name a missing key and --resume before measuring anything
@@ -60,7 +61,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{chosen}'")
     # validate with the (measurement) settings it was profiled with
     recorded = recorded_settings(lut_backend, table.metadata.settings, str(args.lut)) if lut_backend else None
-    from ofa_deploy.fleet.composite import fleet_backend  # one device, or several: --serial S1 --serial S2
+    from ofa_deploy.cli.fleet_args import fleet_backend  # one device, or several: --serial S1 --serial S2
 
     with fleet_backend(args, device, table.metadata.timing, recorded) as backend:
         warn_if_busy(backend)

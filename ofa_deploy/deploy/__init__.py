@@ -1,1 +1,2 @@
-"""Deployment: graph writers (ONNX, TFLite), compiled bundles with manifests, benchmarks."""
+"""Deployment: compiled bundles with manifests, their verification and benchmarks (the graph and its
+writers are in :mod:`ofa_deploy.graph`)."""

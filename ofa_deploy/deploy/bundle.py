@@ -25,8 +25,6 @@ from ofa_deploy import __version__
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.timing import Measurement
-from ofa_deploy.deploy.graph.from_torch import torch_weights
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.deploy.integrity import (
     DIGEST_FIELD,
     SIGNATURE_FILE,
@@ -38,6 +36,8 @@ from ofa_deploy.deploy.integrity import (
 from ofa_deploy.deploy.manifest import FORMAT, MANIFEST, Manifest, read_manifest
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.files import atomic_directory, atomic_write_text
+from ofa_deploy.graph.from_torch import torch_weights
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.profiling import load_reference
 from ofa_deploy.latency.table import LatencyTable
 from ofa_deploy.nn.bn_calibration import recalibrate_bn

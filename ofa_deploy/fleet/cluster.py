@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,7 +41,6 @@ from typing import Any
 
 from ofa_deploy.backend.interface import RemoteDeviceBackend, require_module
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
-from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 from ofa_deploy.files import atomic_write_bytes, atomic_write_text
 from ofa_deploy.fleet.deploy import BundleFiles, DeployOptions, DeviceJob, deploy_to_device
@@ -48,6 +48,7 @@ from ofa_deploy.fleet.records import DeploymentRecord, device_file_name
 from ofa_deploy.fleet.replies import answer, decode, field_of, invalid, stats_from_plain
 from ofa_deploy.fleet.sharding import Shard
 from ofa_deploy.fleet.targets import BackendSpec
+from ofa_deploy.graph.ir import Graph
 from ofa_deploy.latency.table import LatencyTable
 
 DEVICE_PREFIX = "ofa-device:"
@@ -55,6 +56,8 @@ MODEL_PREFIX = "ofa-model:"
 ANY_MODEL = "any"
 MAX_RETRIES = 3  # reruns of a job whose worker or host was lost
 LOCAL = "local"  # Ray's address for "start a new cluster on this machine"
+
+log = logging.getLogger(__name__)
 
 
 def _ray():
@@ -200,9 +203,7 @@ class Cluster:
         ray = _ray()
         if not ray.is_initialized():
             if address == LOCAL:
-                from ofa_deploy.cli.output import info
-
-                info(
+                log.info(
                     "--cluster local: starting a new single-node Ray cluster on this machine for this command "
                     "(it knows no device host; give HEAD:PORT to use an existing cluster)"
                 )

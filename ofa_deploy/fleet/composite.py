@@ -6,15 +6,14 @@ table's one baseline, so their figures are comparable and the verb itself does n
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ofa_deploy.backend.interface import Backend, RemoteDeviceBackend
 from ofa_deploy.backend.timing import LatencyStats, Reference
-from ofa_deploy.deploy.graph.ir import Graph
 from ofa_deploy.errors import BadInputError
+from ofa_deploy.graph.ir import Graph
 
 
 class FleetBackend(RemoteDeviceBackend):
@@ -75,21 +74,3 @@ class FleetBackend(RemoteDeviceBackend):
                 ref = refs[i] if refs else None
                 jobs.append(self._pool.submit(member.measure_models, models[part], ref, names[part] if names else None))
         return [stats for job in jobs for stats in job.result()]
-
-
-def fleet_backend(args: argparse.Namespace, profile, base=None, recorded=None) -> Backend:
-    """``make_backend`` for one target, or a :class:`FleetBackend` over every device the command
-    line names (a repeated ``--serial``), or over the cluster's devices (``--cluster``)."""
-    from ofa_deploy.cli.common import make_backend
-    from ofa_deploy.fleet.profiling import fleet_requested
-    from ofa_deploy.fleet.targets import specs_from_args
-
-    if not fleet_requested(args):
-        return make_backend(args, profile, base, recorded)
-    specs = specs_from_args(args, profile, base, recorded)
-    if getattr(args, "cluster", None):  # each batch a Ray job on the device's host
-        from ofa_deploy.fleet.cluster import Cluster, ClusterDevice
-
-        cluster = Cluster.connect(args.cluster)
-        return FleetBackend({device: ClusterDevice(cluster, spec) for device, spec in specs.items()})
-    return FleetBackend({device: spec.create() for device, spec in specs.items()})

@@ -20,6 +20,7 @@ methods ``install_dir``, ``install``, ``remote_sha256``, ``benchmark_installed``
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import socket
 import sys
@@ -52,6 +53,8 @@ from ofa_deploy.latency.metadata import ReferenceInfo, utc_now
 from ofa_deploy.latency.profiling import load_reference
 
 DEFAULT_TOLERANCE = 0.25  # |measured - predicted| / predicted
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,6 @@ def deploy_fleet(
 
 def _stop(directory, devices, records, arrived, take, cancel, dry_run: bool) -> None:
     """After Ctrl-C: keep what has arrived, cancel the rest, say what is left (one line)."""
-    from ofa_deploy.cli.output import info
-
     while not arrived.empty():
         with contextlib.suppress(Exception):  # an unforeseen error of one job is not a record
             take(*arrived.get_nowait())
@@ -279,7 +280,7 @@ def _stop(directory, devices, records, arrived, take, cancel, dry_run: bool) -> 
         cancel()
     left = [d for d in devices if d not in records]
     where = "" if dry_run else f" (records in {directory / RECORDS_DIR}/)"
-    info(
+    log.info(
         f"interrupted: {len(records)} of {len(devices)} device(s) finished{where}; stopped waiting for "
         f"{', '.join(left) or 'none'}: no record written for them; run deploy again to complete them"
     )

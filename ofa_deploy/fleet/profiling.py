@@ -9,7 +9,6 @@ table is written only once every shard is complete. Splitting and merging: :mod:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -97,66 +96,3 @@ def profile_over_devices(
     merged = merge_shards(plan, {s.device: tables[s.device] for s in shards}, out)
     merged.save(out)
     return merged, seconds
-
-
-def fleet_requested(args: argparse.Namespace) -> bool:
-    """Several devices (a repeated device flag) or a cluster: the sharded path."""
-    from ofa_deploy.backend.registry import backend_class
-    from ofa_deploy.cli.common import repeated_flag
-
-    if getattr(args, "cluster", None):
-        return True
-    name = args.backend
-    if name is None and args.device:
-        from ofa_deploy.backend.profiles import load_profile
-
-        name = load_profile(args.device).backend
-    if name is None:
-        return False
-    option = next((o for o in backend_class(name).cli_options if o.repeatable), None)
-    return option is not None and len(repeated_flag(args, option.flag)) > 1
-
-
-def run_profile(args: argparse.Namespace, device, plan: ProfilePlan) -> int:
-    """The ``profile`` verb over several devices (called by ofa_deploy.cli.profile)."""
-    from ofa_deploy.cli.output import info, print_json
-    from ofa_deploy.fleet.targets import specs_from_args
-
-    specs = specs_from_args(args, device)
-    out = Path(args.out)
-    job: ShardJob = profile_shard
-    if args.cluster:
-        from ofa_deploy.fleet.cluster import Cluster
-
-        job = Cluster.connect(args.cluster).shard_job()
-    info(f"profiling {len(plan.ops)} distinct operators sharded over {len(specs)} device(s): {', '.join(specs)}")
-    started = time.time()
-    table, seconds = profile_over_devices(
-        plan, specs, out, device.name if device else args.backend, args.resume, not args.no_progress, job
-    )
-    fleet = table.metadata.fleet or {}
-    for name, found in fleet.get("disagreeing", {}).items():
-        info(
-            f"warning: device {name} disagrees with the others: its anchor operators are {found['ratio']:.2f}x "
-            f"theirs (noise allows {100 * found['noise']:.0f}%); left out of the shared entries, its own entries "
-            "are marked with it: check that device (throttling, another model) and re-profile its keys"
-        )
-    summary = {
-        "out": str(out),
-        "keys": len(plan.ops),
-        "devices": list(specs),
-        "seconds": round(time.time() - started, 2),
-        "seconds_per_device": seconds,
-        "anchors": fleet.get("anchors", []),
-        "max_device_spread": fleet.get("max_device_spread"),
-        "disagreeing": fleet.get("disagreeing", {}),
-    }
-    if args.json:
-        print_json(summary)
-    else:
-        spread = summary["max_device_spread"]
-        print(
-            f"wrote {out}: {len(plan.ops)} keys from {len(specs)} devices in {summary['seconds']:.1f} s"
-            + (f" (largest device spread on shared keys {spread:.2f}x)" if spread else "")
-        )
-    return 0

@@ -5,24 +5,21 @@ same timing protocol as the table's entries (normalised by the table's reference
 has one), and compare with the table's prediction. Half of the
 samples fit ``measured ≈ slope · predicted + intercept``; the other half, held out, gives the
 before/after figures. The fitted calibration is stored in the table so later predictions use it.
+Its files (report, CSV, scatter plot) are written by :mod:`ofa_deploy.reports.validation`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.progress import measuring
-from ofa_deploy.deploy.graph.ir import build_graph
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_text_file, atomic_write_json
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.measurements import Measurement
 from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
@@ -121,59 +118,6 @@ def validate(
     return ValidationResult(
         archs, predicted, measured_arr, np.asarray(raw), np.asarray(spread), fit_mask, calibration, report
     )
-
-
-def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"report": out_dir / "report.json", "csv": out_dir / "measurements.csv", "plot": out_dir / "scatter.png"}
-    from ofa_deploy.cli.output import finite_json
-
-    atomic_write_json(paths["report"], finite_json(result.report), indent=2)  # strict JSON: a NaN tau is null
-    with atomic_text_file(paths["csv"]) as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "arch_hash",
-                "r",
-                "predicted_ms",
-                "calibrated_ms",
-                "measured_ms",
-                "measured_raw_ms",
-                "measured_std_ms",
-                "split",
-                "arch",
-            ]
-        )
-        for i, arch in enumerate(result.archs):
-            writer.writerow(
-                [
-                    arch.stable_hash(),
-                    arch.r,
-                    f"{result.predicted[i]:.5f}",
-                    f"{result.calibration.apply(result.predicted[i]):.5f}",
-                    f"{result.measured[i]:.5f}",
-                    f"{result.measured_raw[i]:.5f}",
-                    f"{result.measured_std[i]:.5f}",
-                    "fit" if result.fit_mask[i] else "held_out",
-                    json.dumps(arch.to_dict(), separators=(",", ":")),
-                ]
-            )
-    plot_scatter(result, paths["plot"])
-    return paths
-
-
-def plot_scatter(result: ValidationResult, path: Path) -> None:
-    """LUT sum and calibrated prediction vs measured, with the ±5/±10% bands (held-out half in blue)."""
-    from ofa_deploy.reports.fidelity_plot import FidelitySeries, plot_fidelity
-
-    held = ~result.fit_mask
-    panels = [
-        FidelitySeries(f"{result.report['backend']}: LUT sum (uncalibrated)", result.measured, result.predicted, held),
-        FidelitySeries(
-            f"{result.report['backend']}: calibrated", result.measured, result.calibration.apply(result.predicted), held
-        ),
-    ]
-    plot_fidelity(panels, path, title=f"{result.report['backend']}: {result.report['samples']} sub-networks")
 
 
 def measurements_of(result: ValidationResult) -> list[Measurement]:

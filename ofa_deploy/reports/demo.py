@@ -24,8 +24,9 @@ from ofa_deploy.deploy.bundle import benchmark_bundle, compile_bundle
 from ofa_deploy.files import output_lock
 from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.latency.table import load_lut
-from ofa_deploy.latency.validation import validate, write_outputs
+from ofa_deploy.latency.validation import validate
 from ofa_deploy.reports.pareto import write_pareto
+from ofa_deploy.reports.validation import write_outputs
 from ofa_deploy.search.evolution import Objective, evolutionary_search, latency_constraint, pareto_search
 from ofa_deploy.search.predictors import load_accuracy_predictor
 from ofa_deploy.space.arch import ArchBatch, check_width_mult, largest_arch, save_arch_file

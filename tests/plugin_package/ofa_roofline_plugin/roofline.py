@@ -26,7 +26,7 @@ Because the model is additive, a latency table profiled with it predicts whole n
 each operator's entry is its layers' sum (the invocation overhead, see :meth:`invocation_overhead_ms`,
 is taken out of each operator and added back once per network).
 
-Only public toolkit modules are imported: ``ofa_deploy.backend.*`` and ``ofa_deploy.deploy.graph.ir``.
+Only public toolkit modules are imported: ``ofa_deploy.backend.*`` and ``ofa_deploy.graph.ir``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ofa_deploy.backend.artifact import COST_REPORT, Artifact
 from ofa_deploy.backend.interface import AnalyticalBackend, CliOption
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
-from ofa_deploy.deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
+from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 from ofa_roofline_plugin import __version__
 
 BYTES_PER_ELEMENT = 4  # float32 activations and weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ofa_deploy.deploy.graph.ir import BlockWeights, ConvWeights, WeightSource
+from ofa_deploy.graph.ir import BlockWeights, ConvWeights, WeightSource
 from ofa_deploy.nn.layers import ConvLayer
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3
 from ofa_deploy.space.ops import OpSpec

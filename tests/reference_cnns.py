@@ -4,7 +4,7 @@ Each builder returns an ``onnx.ModelProto`` (made with ``onnx.helper``, no torch
 as the zoo defines it: input ``input`` of shape (1, 3, 224, 224) (SqueezeNet: 227), 1000 classes,
 output ``prob`` (the softmax the zoo's deploy models end with). Convolutions are followed by
 BatchNormalization as in the float models (a deployment folds them; so does
-:func:`~ofa_deploy.deploy.graph.onnx_reader.layers_from_onnx`).
+:func:`~ofa_deploy.graph.onnx_reader.layers_from_onnx`).
 
 ``weights="inputs"`` (the default) declares every weight tensor (conv, BN, fc) as a graph input
 without data: a model of a few kilobytes that shape inference, the layer reader and a cost model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ofa_deploy.deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 from ofa_deploy.errors import RuntimeMissingError
+from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 
 OPSET = 18
 

@@ -1,7 +1,7 @@
 """A flat list of layers with their shapes: what an analytical cost model reads.
 
 Both the toolkit's own graphs (:func:`layers_from_graph`) and any ONNX CNN
-(:mod:`ofa_deploy.deploy.graph.onnx_reader`) become this list, so a cost model is written once.
+(:mod:`ofa_deploy.graph.onnx_reader`) become this list, so a cost model is written once.
 Activations are separate layers (a model decides what it fuses into the layer before); shapes are
 (C, H, W) for batch 1; ``params`` counts weights (and biases), which int8 deployment stores as one
 byte each.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ofa_deploy.deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
+from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 
 # Operator names a cost model understands.
 CONV, DEPTHWISE, GROUPED, FC = "conv", "depthwise", "grouped_conv", "fc"

@@ -1,8 +1,8 @@
-"""Any ONNX CNN at batch 1 as the flat layer list of :mod:`ofa_deploy.deploy.graph.layers`.
+"""Any ONNX CNN at batch 1 as the flat layer list of :mod:`ofa_deploy.graph.layers`.
 
 :func:`layers_from_onnx` reads a model (a path, its bytes or an ``onnx.ModelProto``), runs ONNX shape
 inference to learn every tensor's shape, and turns each operator on the data path into one
-:class:`~ofa_deploy.deploy.graph.layers.Layer`. The rules, in short:
+:class:`~ofa_deploy.graph.layers.Layer`. The rules, in short:
 
 * **Feature maps and constants.** The data inputs are the graph inputs that are neither initializers
   nor consumed as a weight (Conv/ConvTranspose weight and bias, Gemm B and C, the 2-D right operand of
@@ -67,7 +67,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.deploy.graph.layers import (
+from ofa_deploy.errors import BadInputError, RuntimeMissingError
+from ofa_deploy.graph.layers import (
     ADD,
     AVGPOOL,
     CONCAT,
@@ -89,7 +90,6 @@ from ofa_deploy.deploy.graph.layers import (
     Layer,
     Shape,
 )
-from ofa_deploy.errors import BadInputError, RuntimeMissingError
 from ofa_deploy.inputs import MODEL_FILE_LIMIT, read_input_bytes
 
 __all__ = ["layers_from_onnx"]
