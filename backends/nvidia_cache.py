@@ -11,21 +11,18 @@ an interrupted build never leaves half an engine behind.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ofa_deploy.backend.build_cache import BuildCache, content_key, user_cache_dir
 from ofa_deploy.files import atomic_write_bytes
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ofa-deploy/tensorrt`` (else ``~/.cache/ofa-deploy/tensorrt``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ofa-deploy" / "tensorrt"
+    """``tensorrt`` in the user's ofa-deploy cache (:func:`~ofa_deploy.backend.build_cache.user_cache_dir`)."""
+    return user_cache_dir("tensorrt")
 
 
 def _slug(text: str) -> str:
@@ -34,11 +31,7 @@ def _slug(text: str) -> str:
 
 def engine_key(onnx: bytes, build_settings: dict[str, Any], tensorrt_version: str, gpu_tag: str) -> str:
     """The cache key of one engine: a hash of everything the serialized engine depends on."""
-    digest = hashlib.sha256()
-    digest.update(hashlib.sha256(onnx).digest())
-    digest.update(json.dumps(build_settings, sort_keys=True).encode())
-    digest.update(f"\0{tensorrt_version}\0{gpu_tag}".encode())
-    return digest.hexdigest()
+    return content_key(onnx, {"build": build_settings, "tensorrt": tensorrt_version, "gpu": gpu_tag})
 
 
 @dataclass(frozen=True)
@@ -53,24 +46,21 @@ class EngineCache:
     def timing_cache_path(self) -> Path:
         return self.directory / f"timing-{_slug(self.tensorrt_version)}-{_slug(self.gpu_tag)}.cache"
 
+    @property
+    def engines(self) -> BuildCache:
+        return BuildCache(self.directory / "engines", ".engine")
+
     def engine_path(self, key: str) -> Path:
-        return self.directory / "engines" / f"{key}.engine"
+        return self.engines.path(key)
 
     def key(self, onnx: bytes, build_settings: dict[str, Any]) -> str:
         return engine_key(onnx, build_settings, self.tensorrt_version, self.gpu_tag)
 
     def load_engine(self, key: str) -> bytes | None:
-        path = self.engine_path(key)
-        try:
-            return path.read_bytes()
-        except OSError:
-            return None
+        return self.engines.load(key)
 
     def store_engine(self, key: str, engine: bytes) -> Path:
-        path = self.engine_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, engine)
-        return path
+        return self.engines.store(key, engine)
 
     def load_timing_cache(self) -> bytes:
         """The shared timing cache (empty when none was written yet or it cannot be read)."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
 from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
@@ -66,6 +67,7 @@ class TvmSettings(BackendSettings):
     rpc_timeout: float = setting(60.0, "seconds to get a device and for each request to it", LOCAL)
     rpc_sessions: int = setting(0, "devices under the key to use at once (0: every server registered)", LOCAL)
     build_workers: int = setting(1, "processes building libraries in parallel on this machine", LOCAL)
+    build_cache: str = setting("", "built libraries kept between runs ('off': none; default: the user cache)", LOCAL)
     batch_size: int = setting(16, "operators or networks per batch (and per table save)")
     min_repeat_ms: int = setting(0, "time_evaluator min_repeat_ms: repeat runs until a timing lasts this long")
 
@@ -169,7 +171,10 @@ class TvmBackend(RemoteDeviceBackend):
     @property
     def pool(self) -> BuildPool:
         if self._pool is None:
-            self._pool = BuildPool(self.spec, self.settings.build_workers)
+            directory = self.settings.build_cache
+            folder = Path(directory).expanduser() if directory else user_cache_dir("tvm", "libraries")
+            cache = None if directory == "off" else BuildCache(folder, ".so")
+            self._pool = BuildPool(self.spec, self.settings.build_workers, cache)
         return self._pool
 
     # ------------------------------------------------------------------ sessions
@@ -228,8 +233,10 @@ class TvmBackend(RemoteDeviceBackend):
             self._drop(index)
         self._sessions = []
         if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.close()
+            if pool.built or pool.reused:
+                log.info("tvm: %d libraries built, %d from the build cache", pool.built, pool.reused)
 
     def _warn_cuda(self) -> None:
         if self._warned or not self.spec.cuda_arch:

@@ -5,10 +5,15 @@ device times the ones already built, and so each worker can prepare what the tar
 TVM is imported (the CUDA driver stub and NVRTC for a GPU-less CUDA build, see
 :mod:`ofa_deploy.backends.tvm_cuda`). GPU targets get TVM's default GPU schedule rules
 (``tvm.s_tir.dlight``, applied by the CUDA default pipeline); CPU targets TVM's default CPU pipeline.
+Every library built is kept in the user's build cache (:mod:`ofa_deploy.backend.build_cache`), keyed
+by its ONNX bytes and everything else it depends on (:func:`build_identity`): a resumed profile, a
+second board of the same kind or a ``compile`` of a network built before reuses it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -17,10 +22,13 @@ import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.backends import tvm_cuda
+from ofa_deploy import __version__
+from ofa_deploy.backend.build_cache import BuildCache, content_key
+from ofa_deploy.backends import tvm_cross, tvm_cuda
 from ofa_deploy.backends.tvm_cross import shared_library_linker
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 
@@ -145,12 +153,45 @@ def _worker_facts() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- host side
-class BuildPool:
-    """Worker processes building libraries for one target; ``submit`` returns a future of the bytes."""
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
-    def __init__(self, spec: BuildSpec, workers: int = 1) -> None:
+
+def build_identity(spec: BuildSpec) -> dict[str, Any]:
+    """Everything a library depends on besides its ONNX bytes: the target, the versions of TVM, of
+    the linker and of NVRTC, and the build recipe itself (the source of the modules that build)."""
+    recipe = hashlib.sha256()
+    for module in (__file__, tvm_cross.__file__, tvm_cuda.__file__):
+        recipe.update(Path(module).read_bytes())
+    identity: dict[str, Any] = {
+        "spec": dataclasses.asdict(spec),
+        "ofa_deploy": __version__,
+        "recipe": recipe.hexdigest(),
+        "apache-tvm": _package_version("apache-tvm"),
+        "apache-tvm-ffi": _package_version("apache-tvm-ffi"),
+    }
+    if spec.cross_compiler == "zig":
+        identity["ziglang"] = _package_version("ziglang")
+    if spec.cuda_arch:
+        identity["nvrtc"] = list(tvm_cuda.Nvrtc().version)
+    return identity
+
+
+class BuildPool:
+    """Worker processes building libraries for one target; ``submit`` returns a future of the bytes.
+    With a ``cache``, a library built before (same ONNX bytes, same :func:`build_identity`) is read
+    from it instead, and every new one is stored there once built."""
+
+    def __init__(self, spec: BuildSpec, workers: int = 1, cache: BuildCache | None = None) -> None:
         self.spec = spec
         self.workers = max(1, workers)
+        self.cache = cache
+        self.built = 0  # libraries built by the workers
+        self.reused = 0  # libraries read from the cache
+        self._identity: dict[str, Any] | None = None
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -160,7 +201,30 @@ class BuildPool:
         return self._pool
 
     def submit(self, onnx_bytes: bytes) -> Future:
-        return self._executor().submit(_build, onnx_bytes)
+        if self.cache is None:
+            self.built += 1
+            return self._executor().submit(_build, onnx_bytes)
+        if self._identity is None:
+            self._identity = build_identity(self.spec)
+        key = content_key(onnx_bytes, self._identity)
+        cached = self.cache.load(key)
+        if cached is not None and elf_machine(cached) != -1:  # a damaged entry is built again
+            self.reused += 1
+            done: Future = Future()
+            done.set_result(cached)
+            return done
+        self.built += 1
+        future = self._executor().submit(_build, onnx_bytes)
+        future.add_done_callback(lambda finished: self._store(key, finished))
+        return future
+
+    def _store(self, key: str, future: Future) -> None:
+        if future.cancelled() or future.exception() is not None or self.cache is None:
+            return
+        try:
+            self.cache.store(key, future.result())
+        except OFADeployError as exc:  # a full or read-only cache costs the entry, not the build
+            log.debug("not cached: %s", exc)
 
     def facts(self) -> dict[str, Any]:
         """TVM version, resolved target and CUDA version used, as a worker sees them."""
@@ -186,6 +250,8 @@ class BuildPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self.cache is not None and self.built:
+            self.cache.prune()
 
 
 # ---------------------------------------------------------------------- inspecting a library

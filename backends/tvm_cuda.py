@@ -28,6 +28,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ofa_deploy.backend.build_cache import user_cache_dir
 from ofa_deploy.errors import TargetUnavailableError
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,8 @@ _HEADERS = {"cuda/std/cstdint": _CSTDINT, "cuda/std/type_traits": _TYPE_TRAITS}
 
 
 def cache_dir() -> Path:
-    """Per-user build cache (``$XDG_CACHE_HOME/ofa-deploy/tvm``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ofa-deploy" / "tvm"
+    """``tvm`` in the user's ofa-deploy cache (:func:`~ofa_deploy.backend.build_cache.user_cache_dir`)."""
+    return user_cache_dir("tvm")
 
 
 # ---------------------------------------------------------------------- NVRTC

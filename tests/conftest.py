@@ -17,6 +17,8 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ofa_deploy.backend.build_cache import CACHE_ENV  # noqa: E402
+
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +50,19 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
             tensor.copy_(noise / fan_in**0.5 if tensor.dim() > 1 else 0.1 * noise)
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_caches_of_this_run(tmp_path_factory):
+    """ofa-deploy's build caches (TVM libraries, TensorRT engines, the CUDA driver stub) in a folder
+    of this run, shared by its workers: a test may reuse what another built in the same run, but every
+    run builds what it tests (with ~/.cache, a second run would read every library from the cache).
+    Processes the tests start inherit it."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "ofa-deploy-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ WARNING = "records local setting(s)"
 EXPECTED_LOCAL = {
     "adb": {"serial", "benchmark_model", "key_path", "device_dir", "install_dir", "cleanup"}
     | {"busy_timeout_s", "auth_timeout_s", "connect_timeout_s", "command_timeout_s", "retries", "retry_delay_s"},
-    "tvm": {"rpc_tracker", "rpc_key", "rpc", "rpc_timeout", "rpc_sessions", "build_workers"},
+    "tvm": {"rpc_tracker", "rpc_key", "rpc", "rpc_timeout", "rpc_sessions", "build_workers", "build_cache"},
     "nvidia": {"device_index", "engine_cache"},
     "onnxruntime": set(),
     "openvino": set(),

@@ -204,20 +204,26 @@ RESUMABLE = [*TINY, "--phases", "full,kernel,depth1", "--steps-per-phase", "6", 
 def test_kill_mid_phase_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     cli = [sys.executable, "-m", "ofa_deploy", "train", *RESUMABLE]
-    proc = _spawn([*cli, "--out", str(killed)])
-    kill_when_logged(proc, killed / "train_log.jsonl", "kernel", 2)
-    info = json.loads((killed / "supernet.json").read_text())
-    assert info["phases_completed"] == ["full"]  # killed mid-phase: kernel not done
-    resumed = _run([*cli, "--out", str(killed), "--resume", "--json"])
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    assert json.loads(resumed.stdout)["completed"] == ["full", "kernel", "depth1"]
-    assert b"resuming" in resumed.stderr
-    # continued from the last saved step: every step of each phase logged exactly once
-    for phase in ("full", "kernel", "depth1"):
-        assert step_records(killed / "train_log.jsonl", phase) == [1, 2, 3, 4, 5, 6]
+    uninterrupted = _spawn([*cli, "--out", str(straight)])  # meanwhile (one thread each, same arithmetic)
+    try:
+        proc = _spawn([*cli, "--out", str(killed)])
+        kill_when_logged(proc, killed / "train_log.jsonl", "kernel", 2)
+        info = json.loads((killed / "supernet.json").read_text())
+        assert info["phases_completed"] == ["full"]  # killed mid-phase: kernel not done
+        resumed = _run([*cli, "--out", str(killed), "--resume", "--json"])
+        assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+        assert json.loads(resumed.stdout)["completed"] == ["full", "kernel", "depth1"]
+        assert b"resuming" in resumed.stderr
+        # continued from the last saved step: every step of each phase logged exactly once
+        for phase in ("full", "kernel", "depth1"):
+            assert step_records(killed / "train_log.jsonl", phase) == [1, 2, 3, 4, 5, 6]
 
-    done = _run([*cli, "--out", str(straight)])
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+        _, stderr = uninterrupted.communicate(timeout=600)
+        assert uninterrupted.returncode == 0, stderr.decode()[-2000:]
+    finally:  # a failed assertion leaves no training behind
+        if uninterrupted.poll() is None:
+            os.killpg(uninterrupted.pid, signal.SIGKILL)
+            uninterrupted.wait()
     a = torch.load(killed / "supernet.pth", weights_only=True)
     b = torch.load(straight / "supernet.pth", weights_only=True)
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())

@@ -12,14 +12,16 @@ import pytest
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install 'ofa-deploy[tvm]')")
 
+from ofa_deploy.backend.build_cache import content_key
 from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.backends.tvm import TvmBackend
-from ofa_deploy.backends.tvm_build import parse_target
+from ofa_deploy.backends.tvm_build import EM_X86_64, BuildSpec, build_identity, elf_machine, parse_target
 from ofa_deploy.backends.tvm_cuda import cuda_newer_than_board
 from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.profiling import reference_key
 from ofa_deploy.space.arch import smallest_arch
 from ofa_deploy.space.ops import resolution_ops
@@ -151,6 +153,34 @@ def test_in_process_measures_operators_with_the_reference():
     assert large.raw_estimate > small.raw_estimate  # more channels cost more on the real runtime
     assert 0 < overhead < small.estimate
     assert backend.devices_used == 1 and backend.times_on_host
+
+
+def test_a_library_is_built_once_then_read_from_the_build_cache(tmp_path):
+    """The same operator for the same target: a second backend builds nothing; a damaged entry is
+    built again; another linker, target or TVM is another key."""
+    graph = build_graph([resolution_ops(160, 1.0)[1]])
+    with TvmBackend(FAST, build_cache=str(tmp_path)) as first:
+        library = first.pool.build(first.encode(graph), "an operator")
+        assert (first.pool.built, first.pool.reused) == (1, 0)
+    (entry,) = tmp_path.glob("*.so")
+    assert entry.read_bytes() == library and elf_machine(library) == EM_X86_64
+    with TvmBackend(FAST, build_cache=str(tmp_path)) as second:
+        assert second.pool.build(second.encode(graph), "an operator") == library
+        assert (second.pool.built, second.pool.reused) == (0, 1)
+    entry.write_bytes(b"half a library")
+    with TvmBackend(FAST, build_cache=str(tmp_path)) as third:
+        assert elf_machine(third.pool.build(third.encode(graph), "an operator")) == EM_X86_64
+        assert (third.pool.built, third.pool.reused) == (1, 0)
+    assert elf_machine(entry.read_bytes()) == EM_X86_64  # stored again
+    assert TvmBackend(FAST, build_cache="off").pool.cache is None
+    onnx = TvmBackend(FAST).encode(graph)
+    host = build_identity(BuildSpec("llvm", None, "host"))
+    assert content_key(onnx, host) == content_key(onnx, build_identity(BuildSpec("llvm", None, "host")))
+    assert content_key(onnx, host) != content_key(onnx, build_identity(BuildSpec("llvm", None, "zig")))
+    assert content_key(onnx, host) != content_key(
+        onnx, build_identity(BuildSpec('{"kind": "llvm", "mcpu": "znver3"}', None, "host"))
+    )
+    assert content_key(onnx, host) != content_key(onnx, {**host, "apache-tvm": "0.28.0"})
 
 
 def test_compile_verify_and_benchmark_in_process(tmp_path, capsys):

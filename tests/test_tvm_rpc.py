@@ -73,7 +73,7 @@ def test_profile_over_the_tracker_spreads_work_over_both_servers(rpc_lut, cluste
     assert len(table.tables[160]) == len({op.key for op in resolution_ops(160, 1.0)})
     assert table.metadata.backend == "tvm" and table.metadata.reference is not None
     assert "rpc_tracker" not in table.metadata.settings  # today's addresses are not part of the table
-    first, second = loaded_modules(cluster)
+    first, second = loaded_modules(cluster)[:2]  # the module's two servers (later tests start their own)
     assert first > 20 and second > 20, (first, second)  # both devices timed a share of the keys
 
 
@@ -147,33 +147,38 @@ def test_key_without_a_server_is_exit_3_within_the_timeout(cluster, tmp_path, ca
     assert elapsed < 20  # the timeout, plus building the reference operator
 
 
-def test_servers_killed_mid_profile_failover_then_resume(tmp_path):
-    """Two servers under one key: one dies after the first batch and the other finishes the second
-    alone; then the last one dies too: the measured keys stay in the table, the error is one line
-    naming --resume, and a new server registered at the same tracker finishes the rest."""
+def test_servers_killed_mid_profile_failover_then_resume(cluster, tmp_path):
+    """Two servers under their own key at the module's tracker: one dies after the first batch and
+    the other finishes the second alone; then the last one dies too: the measured keys stay in the
+    table, the error is one line naming --resume, and a new server registered under the key finishes
+    the rest."""
     ops = resolution_ops(160, 1.0)[:8]
     plan = ProfilePlan(1.0, (160,), {op.key: op for op in ops}, {160: {op.key for op in ops}})
     out = tmp_path / "lut.json"
-    with rpc_cluster(tmp_path, servers=2, key="ofa-resume") as pool:
-        settings = {"rpc_tracker": pool.tracker_address, "rpc_key": pool.key, "rpc_timeout": 5, "batch_size": 2}
-        with TvmBackend(FAST, **settings) as backend:
-            measure, calls = backend.measure, []
+    key = "ofa-resume"
+    boards = cluster.start_servers(2, key)
+    settings = {"rpc_tracker": cluster.tracker_address, "rpc_key": key, "rpc_timeout": 5, "batch_size": 2}
+    with TvmBackend(FAST, **settings) as backend:
+        measure, calls = backend.measure, []
 
-            def measure_then_kill(chunk, reference):
-                results = measure(chunk, reference)
-                stop(pool.servers[len(calls)])  # after batch 1 the first board goes, after batch 2 the second
-                calls.append(len(chunk))
-                return results
+        def measure_then_kill(chunk, reference):
+            results = measure(chunk, reference)
+            stop(boards[len(calls)])  # after batch 1 the first board goes, after batch 2 the second
+            calls.append(len(chunk))
+            return results
 
-            backend.measure = measure_then_kill
-            with pytest.raises(TargetUnavailableError, match="--resume"):
-                profile(backend, plan, out, profile_metadata(backend, "tvm-llvm-host"), progress=False)
-            assert backend.devices_used == 2  # no replacement was free: the survivor did batch 2 alone
-        partial = load_lut(out).tables[160]
-        assert calls == [2, 2] and len(partial) == 4
-        pool.start_server()
+        backend.measure = measure_then_kill
+        with pytest.raises(TargetUnavailableError, match="--resume"):
+            profile(backend, plan, out, profile_metadata(backend, "tvm-llvm-host"), progress=False)
+        assert backend.devices_used == 2  # no replacement was free: the survivor did batch 2 alone
+    partial = load_lut(out).tables[160]
+    assert calls == [2, 2] and len(partial) == 4
+    replacement = cluster.start_server(key)
+    try:
         settings["rpc_timeout"] = 30
         with TvmBackend(FAST, **settings) as backend:
             table = profile(backend, plan, out, profile_metadata(backend, "tvm-llvm-host"), resume=True, progress=False)
+    finally:
+        stop(replacement)
     assert set(table.tables[160]) == set(plan.ops)
     assert all(table.tables[160][key] == record for key, record in partial.items())  # kept, not re-measured
