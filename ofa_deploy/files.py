@@ -236,8 +236,10 @@ def output_lock(path: Path):
 
     The lock is an operating-system file lock (``filelock``: ``flock``, which NFS and other shared file
     systems honour), so the kernel releases it when its holder dies: a lock left by a killed run is
-    never in the way. The lock file is removed on release. Taken again by the process that holds it
-    (``profile`` locks its ``--out`` at the verb and in the profiling loop), it is the same lock."""
+    never in the way. The lock file is removed on release; a run that locked the file just as its
+    last holder removed it finds its pid missing from the file at that path, and takes the lock again.
+    Taken again by the process that holds it (``profile`` locks its ``--out`` at the verb and in the
+    profiling loop), it is the same lock."""
     from filelock import FileLock, Timeout
 
     lock_path = Path(str(path) + ".lock")
@@ -248,15 +250,23 @@ def output_lock(path: Path):
     lock = FileLock(
         lock_path, timeout=0, thread_local=False, is_singleton=True, mode=file_mode(), on_acquired=_record_holder
     )
-    try:
-        lock.acquire()
-    except Timeout:
-        raise BadInputError(
-            f"{path} is being written by another ofa-deploy run{_holder(lock_path)}; wait for it to finish "
-            "(its lock is released when it ends, even if it is killed)"
-        ) from None
-    except OSError as exc:
-        raise _write_error(path, exc) from None
+    for _ in range(_LOCK_ATTEMPTS):
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BadInputError(
+                f"{path} is being written by another ofa-deploy run{_holder(lock_path)}; wait for it to finish "
+                "(its lock is released when it ends, even if it is killed)"
+            ) from None
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+        if lock.lock_counter > 1 or _holder(lock_path) == f" (pid {os.getpid()})":
+            break
+        # the file was opened just before its last holder removed it: the lock is on a file no one else
+        # will open (another run may hold a new one at that path), so it is no lock: let go and take it again
+        lock.release()
+    else:
+        raise OFADeployError(f"{lock_path}: cannot take the output lock (the file keeps being replaced)")
     try:
         yield
     finally:
@@ -264,3 +274,6 @@ def output_lock(path: Path):
             with suppress(OSError):
                 lock_path.unlink()
         lock.release()
+
+
+_LOCK_ATTEMPTS = 5

@@ -300,6 +300,35 @@ def test_validate_and_fit_refuse_a_lut_that_profile_is_writing(fpga_lut, tmp_pat
     assert not (tmp_path / "lut.json.lock").exists()
 
 
+def test_a_lock_taken_on_a_file_its_holder_just_removed_is_taken_again(tmp_path, monkeypatch):
+    """Run B opens PATH.lock just before run A, finishing, removes it and lets go; B then locks a file
+    no one else will open, while run C creates a new PATH.lock and locks that: B must not go on."""
+    from ofa_deploy import files
+    from ofa_deploy.errors import OFADeployError
+
+    out = tmp_path / "lut.json"
+    lock_path = tmp_path / "lut.json.lock"
+    record, others = files._record_holder, []
+
+    def removed_then_taken_by_another_run(fd: int) -> None:
+        record(fd)  # B's pid, in the file it locked
+        if not others:
+            lock_path.unlink()  # A's clean-up came in between: B's file is gone from the folder
+            others.append(lock_held_elsewhere(out))
+            others.append(others[0].__enter__())  # C holds a new PATH.lock
+
+    monkeypatch.setattr(files, "_record_holder", removed_then_taken_by_another_run)
+    try:
+        with pytest.raises(OFADeployError) as refused, files.output_lock(out):
+            pytest.fail("two runs hold the output lock of the same file")
+        holder = others[1]
+        assert f"being written by another ofa-deploy run (pid {holder.pid})" in str(refused.value)
+        assert holder.poll() is None and lock_path.read_text().split() == [str(holder.pid)]  # C's lock is intact
+    finally:
+        if others:
+            others[0].__exit__(None, None, None)
+
+
 def test_the_lock_is_filelock_and_a_declared_dependency():
     import tomllib
 
