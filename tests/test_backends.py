@@ -28,9 +28,19 @@ def test_registry_lists_builtins():
     assert set(RUNTIME_MODULES) | {"adb", "fpga", "nvidia", "tvm"} == set(BUILTIN_BACKENDS)
 
 
-def test_check_reports_runtime(backend):
+RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
+
+
+def test_check_reports_the_runtime_that_is_installed(backend):
+    """What tables and bundles record as the runtime is the installed one, and the threads asked for."""
+    from importlib import metadata
+
     info = backend.check()
-    assert info["runtime_version"] and info["threads"] == 1
+    distribution = RUNTIME_DISTRIBUTIONS[backend.name]
+    assert info["runtime"] == distribution
+    assert info["runtime_version"].startswith(metadata.version(distribution))  # openvino adds its build
+    assert info["threads"] == 1 and info["target"] == backend.description
+    assert create_backend(backend.name, TimingOptions(threads=2)).check()["threads"] == 2
 
 
 def test_measures_a_few_operators(backend):

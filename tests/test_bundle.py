@@ -8,7 +8,9 @@ import torch
 from conftest import randomize_
 
 from ofa_deploy.cli.main import main
+from ofa_deploy.latency.table import load_lut
 from ofa_deploy.nn.supernet import OFAMobileNetV3
+from ofa_deploy.space.arch import Arch
 
 ARCH = {"ks": [3, 5, 7, 5] * 5, "e": [6, 4, 3, 4] * 5, "d": [2, 3, 4, 2, 3], "r": 128}
 FAST = ["--rounds", "2", "--runs", "3"]
@@ -82,16 +84,27 @@ def test_benchmark_appends_measurement(onnx_bundle, capsys):
     assert len(m["measurements"]) >= 1 and m["measurements"][-1]["measured_ms"] == doc["measured_ms"]
 
 
-def test_benchmark_with_lut_compares(onnx_bundle, tmp_path, capsys):
+def test_benchmark_with_lut_reports_the_tables_prediction_against_the_measurement(onnx_bundle, tmp_path, capsys):
     lut = tmp_path / "lut.json"
     assert (
         main(["profile", "--backend", "onnxruntime", "--resolutions", "128", "--out", str(lut), "--no-progress", *FAST])
         == 0
     )
+    predicted = load_lut(lut).predict(Arch.from_dict(ARCH), 1.0)
     capsys.readouterr()
+    assert main(["benchmark", str(onnx_bundle), "--lut", str(lut), "--json", *FAST]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    measured = doc["measured_ms"]
+    assert measured > 0 and doc["predicted_ms"] == pytest.approx(predicted, rel=1e-12)
+    assert doc["ratio_measured_to_predicted"] == pytest.approx(measured / predicted)
+    assert doc["error_percent"] == pytest.approx(100 * (predicted - measured) / measured)
+    # the table a user reads shows the same figures as the record appended to the manifest
     assert main(["benchmark", str(onnx_bundle), "--lut", str(lut), *FAST]) == 0
     out = capsys.readouterr().out
-    assert "predicted" in out and "prediction error" in out
+    record = json.loads((onnx_bundle / "manifest.json").read_text())["measurements"][-1]
+    assert record["predicted_ms"] == pytest.approx(predicted, rel=1e-12)
+    for figure in (f"{predicted:.3f}", f"{record['measured_ms']:.3f}", f"{record['error_percent']:+.1f}%"):
+        assert figure in out, (figure, out)
 
 
 def test_tampered_bundle_is_refused(onnx_bundle, tmp_path, capsys):

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ofa_deploy.cli.main import main
+from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.space.arch import Arch
 
 FAST_PROFILE = """name: fast-host
 description: host CPU through ONNX Runtime, few timing rounds (tests only)
@@ -53,30 +57,32 @@ def test_demo_runs_end_to_end_and_reuses_its_table(tmp_path, capsys):
 
 
 def test_demo_with_accuracy_predictor(reference_dir, tmp_path, capsys):
+    """With the official predictor, the demo searches for predicted top-1: every bundle holds the
+    winner of its budget, whose score is the predictor's for that sub-network and whose predicted
+    latency meets the budget; the report says top-1, not a proxy."""
     device = tmp_path / "fast.yaml"
     device.write_text(FAST_PROFILE)
     out = tmp_path / "demo"
-    assert (
-        main(
-            [
-                "demo",
-                "--out",
-                str(out),
-                "--device",
-                str(device),
-                "--resolutions",
-                "160",
-                "--samples",
-                "4",
-                "--generations",
-                "20",
-                "--width-mult",
-                "1.2",
-                "--accuracy-predictor",
-                str(reference_dir / "acc_predictor.pth"),
-            ]
-        )
-        == 0
-    )
+    predictor_path = reference_dir / "acc_predictor.pth"
+    args = ["demo", "--out", str(out), "--device", str(device), "--resolutions", "160", "--samples", "4"]
+    args += ["--generations", "20", "--width-mult", "1.2", "--accuracy-predictor", str(predictor_path), "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["facts"]["objective"] == "predicted top-1 accuracy" and doc["facts"]["proxy"] is False
+    predictor = load_accuracy_predictor(predictor_path)
+    budgets = doc["facts"]["budgets"]
+    assert [b["budget_ms"] for b in doc["bundles"]] == budgets and len(budgets) == 3
+    for bundle in doc["bundles"]:
+        manifest = json.loads((out / bundle["path"] / "manifest.json").read_text())
+        arch = Arch.from_dict(manifest["arch"])
+        assert str(arch) == bundle["arch"] and manifest["width_mult"] == 1.2 and arch.r == 160
+        assert bundle["score"] == pytest.approx(predictor.predict(arch), abs=1e-6)
+        assert 0.70 < bundle["score"] < 0.85  # the official w1.2 predictor's range at r=160
+        assert bundle["predicted_ms"] <= bundle["budget_ms"] * (1 + 1e-9)  # the search kept within its budget
+        searched = json.loads((out / "search" / f"arch-{bundle['budget_ms']:g}ms.json").read_text())
+        assert searched["accuracy"] == pytest.approx(bundle["score"])
     report = (out / "report.md").read_text()
     assert "predicted top-1" in report and "proxy" not in report
+    for bundle in doc["bundles"]:  # the report's table row of each bundle: its score and both latencies
+        row = next(line for line in report.splitlines() if line.startswith(f"| {bundle['budget_ms']:g} |"))
+        assert f"| {bundle['score']:.2%} |" in row and f"| {bundle['predicted_ms']:.3f} |" in row, row
