@@ -41,22 +41,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import make_backend, recorded_settings, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.common import make_backend, target_for_record, warn_if_busy
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle, require_trusted_code
     from ofa_deploy.latency.table import load_lut
 
     directory = Path(args.bundle)
     manifest = open_bundle(directory, Path(args.verify_key) if args.verify_key else None)
-    if not args.backend and not args.device:
-        args.backend = manifest.backend_name
-    device = resolve_profile(args)
+    settings = manifest.document["backend"].get("settings")  # as compiled (measurement ones), unless flags say
+    device, recorded = target_for_record(args, manifest.backend_name, settings, str(directory))
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 3}) if timing else TimingOptions(instances=3)
     table = load_lut(args.lut) if args.lut else None
-    same = (device.backend if device else args.backend) == manifest.backend_name
-    settings = manifest.document["backend"].get("settings")  # as compiled (measurement ones), unless flags say
-    recorded = recorded_settings(manifest.backend_name, settings, str(directory)) if same else None
     with make_backend(args, device, base, recorded) as backend:
         manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
         require_trusted_code(directory, backend, manifest, args.trust_native_code)  # the only line if refused

@@ -269,6 +269,21 @@ def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
     return default_profile_for(args.backend)
 
 
+def target_for_record(
+    args: argparse.Namespace, backend: str | None, settings: Any, source: str
+) -> tuple[DeviceProfile | None, dict[str, Any] | None]:
+    """The target for re-running what a LUT or a bundle (``source``) recorded: the device profile the
+    flags name, else the record's ``backend``; and the record's measurement settings (see
+    :func:`recorded_settings`) when that target runs the record's backend (else None: another
+    backend's settings mean nothing to it)."""
+    if not args.backend and not args.device and backend:
+        args.backend = backend
+    profile = resolve_profile(args)
+    chosen = profile.backend if profile is not None else args.backend
+    recorded = recorded_settings(backend, settings, source) if backend and chosen == backend else None
+    return profile, recorded
+
+
 def make_backend(
     args: argparse.Namespace,
     profile: DeviceProfile | None,

@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import recorded_settings, resolve_profile
+    from ofa_deploy.cli.common import target_for_record
     from ofa_deploy.cli.fleet_args import specs_from_args
     from ofa_deploy.deploy.bundle import open_bundle
     from ofa_deploy.fleet.deploy import (
@@ -55,14 +55,10 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.bundle)
     key = Path(args.verify_key) if args.verify_key else None
     manifest = open_bundle(directory, key)  # a bundle that fails verification stops here (exit 2)
-    if not args.backend and not args.device:
-        args.backend = manifest.backend_name
-    profile = resolve_profile(args)
+    settings = manifest.document["backend"].get("settings")
+    profile, recorded = target_for_record(args, manifest.backend_name, settings, str(directory))
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 1}) if timing else None
-    same = (profile.backend if profile else args.backend) == manifest.backend_name
-    settings = manifest.document["backend"].get("settings")
-    recorded = recorded_settings(manifest.backend_name, settings, str(directory)) if same else None
     specs = specs_from_args(args, profile, base, recorded, check=require_deployable)
     bundle = BundleFiles.of(directory, manifest)
     options = DeployOptions(args.remote_dir, args.tolerance, args.force, args.dry_run)

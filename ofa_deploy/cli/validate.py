@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ofa_deploy.cli.common import recorded_settings, resolve_profile, warn_if_busy
+    from ofa_deploy.cli.common import target_for_record, warn_if_busy
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.files import output_lock
@@ -53,14 +53,11 @@ def _validate(args: argparse.Namespace) -> int:
     table = load_lut(args.lut, args.width_mult)
     table.check_complete()  # an interrupted profile: name a missing key and --resume before measuring anything
     lut_backend = table.metadata.backend
-    if args.backend is None and args.device is None and lut_backend:
-        args.backend = lut_backend
-    device = resolve_profile(args)
+    # validate with the (measurement) settings it was profiled with
+    device, recorded = target_for_record(args, lut_backend, table.metadata.settings, str(args.lut))
     chosen = device.backend if device is not None else args.backend
     if lut_backend and lut_backend != chosen:
         raise BadInputError(f"{args.lut} was measured with backend '{lut_backend}', not '{chosen}'")
-    # validate with the (measurement) settings it was profiled with
-    recorded = recorded_settings(lut_backend, table.metadata.settings, str(args.lut)) if lut_backend else None
     from ofa_deploy.cli.fleet_args import fleet_backend  # one device, or several: --serial S1 --serial S2
 
     with fleet_backend(args, device, table.metadata.timing, recorded) as backend:
