@@ -67,6 +67,8 @@ BINARY, MODELS, SCRIPT = "benchmark_model", "models", "batch.sh"  # inside the d
 
 @dataclass(frozen=True)
 class AdbSettings(BackendSettings):
+    """Settings of the adb backend (device profile ``settings:``); local ones are never recorded."""
+
     serial: str | None = setting(
         None,
         "host:port for ADB over TCP/Wi-Fi, or a USB serial (default: $ANDROID_SERIAL, else the only USB device)",

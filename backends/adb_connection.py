@@ -144,6 +144,8 @@ def _tcp_transport_class() -> type:
 
 @dataclass
 class ConnectionSettings:
+    """How :class:`AdbConnection` reaches the phone: which device, the ADB key, timeouts in seconds, retries."""
+
     serial: str | None  # host:port, a USB serial, or None for the only USB device
     key_path: Path
     transport_timeout_s: float = 10.0  # connecting, and each short request

@@ -35,6 +35,8 @@ REPORT_FILE, MODEL_FILE = "cost_report.json", "model.onnx"
 
 @dataclass(frozen=True)
 class FpgaSettings(BackendSettings):
+    """Settings of the fpga backend: the DPU as deployed (size, cores, clock, DDR) and the hard-swish choice."""
+
     arch: str = setting("B4096", f"DPU architecture: {', '.join(ARCHITECTURES)}")
     cores: int = setting(1, "DPU cores in the design (batch-1 latency uses one; throughput uses all)")
     clock_mhz: float = setting(300.0, "DPU clock in MHz")
@@ -57,6 +59,8 @@ class FpgaSettings(BackendSettings):
 
 
 class FpgaBackend(AnalyticalBackend):
+    """The DPUCZDX8G by analytical cost model: estimates, no timing; bundles hold the ONNX and its cost report."""
+
     name = "fpga"
     description = "Xilinx DPUCZDX8G FPGA accelerator, analytical cost model (int8, batch 1)"
     extra = ""  # pure Python

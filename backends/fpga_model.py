@@ -145,6 +145,8 @@ class DpuConfig:
 
 @dataclass
 class LayerCost:
+    """One layer's cost on the DPU: the engine that runs it, compute cycles, DDR bytes, ms and what bounds it."""
+
     name: str
     op: str
     engine: str  # "conv", "depthwise", "misc", "fused", "free", "cpu"
@@ -157,6 +159,8 @@ class LayerCost:
 
 @dataclass
 class CostReport:
+    """Every layer's cost on one DPU configuration; the latency is their sum plus the invocation overhead."""
+
     layers: list[LayerCost]
     invocation_ms: float
     config: DpuConfig

@@ -70,6 +70,8 @@ def _yes_no(text: str) -> bool:
 
 @dataclass(frozen=True)
 class NvidiaSettings(BackendSettings):
+    """Settings of the nvidia backend: engine, precision, batch size, TensorRT build; GPU index and cache are local."""
+
     engine: str = setting(
         "auto", "tensorrt, ort-tensorrt, ort-cuda, torch, or auto (the first installed, in that order)"
     )
@@ -153,6 +155,8 @@ def dynamic_batch_onnx(graph: Graph) -> bytes:
 
 
 class NvidiaBackend(LocalRuntimeBackend):
+    """An NVIDIA GPU timed by CUDA events per call on a batch; bundles hold the ONNX and, with TensorRT, the engine."""
+
     name = "nvidia"
     extra = EXTRA
     description = "NVIDIA GPU: TensorRT, ONNX Runtime (TensorRT/CUDA provider) or torch CUDA; CUDA-event timing"

@@ -16,6 +16,7 @@ from ofa_deploy.errors import OFADeployError
 
 
 def cudart() -> Any:
+    """cuda-python's CUDA runtime module (``cuda.bindings.runtime``, else ``cuda.cudart``), or RuntimeMissingError."""
     try:
         from cuda.bindings import runtime
     except ImportError:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def tensorrt() -> Any:
+    """The ``tensorrt`` module, or RuntimeMissingError naming the ``nvidia`` extra."""
     return require_module("nvidia", "nvidia", "tensorrt")
 
 
@@ -140,4 +141,5 @@ class TensorRTRunner:
 
 
 def tensorrt_version() -> str:
+    """The installed TensorRT's version: part of the engine cache key, and recorded with a bundle's engine."""
     return str(tensorrt().__version__)

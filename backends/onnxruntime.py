@@ -21,6 +21,8 @@ OPTIMIZATION_LEVELS = ("all", "extended", "basic", "none")
 
 @dataclass(frozen=True)
 class OnnxRuntimeSettings(BackendSettings):
+    """Settings of the onnxruntime backend: the graph optimisation level."""
+
     graph_optimization: str = setting("all", "ONNX Runtime graph optimisation level: all, extended, basic, none")
 
     def validate(self) -> None:
@@ -29,6 +31,8 @@ class OnnxRuntimeSettings(BackendSettings):
 
 
 class OnnxRuntimeBackend(LocalRuntimeBackend):
+    """The host CPU through ONNX Runtime's CPU execution provider (the default backend); bundles hold ``model.onnx``."""
+
     name = "onnxruntime"
     extra = ""  # a core dependency of ofa-deploy
     description = "host CPU, ONNX Runtime CPU execution provider"

@@ -20,10 +20,14 @@ MODEL_FILES = ["model.xml", "model.bin"]
 
 @dataclass(frozen=True)
 class OpenVinoSettings(BackendSettings):
+    """Settings of the openvino backend: the OpenVINO device the models are compiled for."""
+
     device: str = setting("CPU", "OpenVINO device name")
 
 
 class OpenVinoBackend(LocalRuntimeBackend):
+    """Intel CPU through OpenVINO, float32 with the latency hint; bundles hold the IR (``model.xml``, ``model.bin``)."""
+
     name = "openvino"
     extra = "openvino"
     description = "Intel CPU, OpenVINO CPU plugin (f32)"

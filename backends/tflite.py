@@ -47,10 +47,14 @@ def quiet_native_stderr():
 
 @dataclass(frozen=True)
 class TFLiteSettings(BackendSettings):
+    """Settings of the tflite backend: whether the XNNPACK delegate runs the models."""
+
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
 
 
 class TFLiteBackend(LocalRuntimeBackend):
+    """The host CPU with TFLite kernels (LiteRT interpreter, XNNPACK by default); bundles hold ``model.tflite``."""
+
     name = "tflite"
     extra = "tflite"
     description = "host CPU, LiteRT (TFLite) interpreter with XNNPACK"

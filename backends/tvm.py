@@ -55,6 +55,8 @@ LIBRARY_FILE = "model.so"
 
 @dataclass(frozen=True)
 class TvmSettings(BackendSettings):
+    """Settings of the tvm backend: target and build are recorded; RPC endpoints, workers and build cache are local."""
+
     target: str = setting("llvm", "TVM target: a kind ('llvm') or TVM's JSON dict form")
     target_host: str | None = setting(None, "CPU target (JSON dict) of a GPU target's host, e.g. aarch64 llvm")
     cross_compiler: str = setting("host", "linker for the library: host (g++), zig (ziglang wheel) or gcc (apt)")

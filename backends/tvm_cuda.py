@@ -260,6 +260,7 @@ def _find_cudart() -> str | None:
 
 
 def driver_present() -> bool:
+    """Whether the NVIDIA driver library (``libcuda.so.1``) loads in this process."""
     try:
         ctypes.CDLL("libcuda.so.1")
         return True

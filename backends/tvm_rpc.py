@@ -40,6 +40,8 @@ class DeviceLostError(TargetUnavailableError):
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A TVM RPC tracker or server address; :meth:`parse` reads ``HOST:PORT`` (an IPv6 host in brackets)."""
+
     host: str
     port: int
 

@@ -41,6 +41,7 @@ def file_mode() -> int:
 
 
 def dir_mode() -> int:
+    """The mode a plain ``mkdir`` would give a new directory here (0755 under umask 022)."""
     return 0o777 & ~_umask()
 
 
@@ -85,6 +86,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
 
 
 def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 
 def rmse(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Root-mean-square error, in the values' unit."""
     return float(np.sqrt(np.mean((np.asarray(predicted) - np.asarray(measured)) ** 2)))
 
 
@@ -37,6 +38,7 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """How well latency predictions match measurements: RMSE (ms), MAPE, Kendall tau, acc5 and acc10 (fractions)."""
     return {
         "rmse_ms": rmse(predicted, measured),
         "mape": mape(predicted, measured),

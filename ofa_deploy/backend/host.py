@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def describe_host() -> str:
+    """This machine in one line: CPU model, core count, OS and architecture, Python version."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -52,6 +52,8 @@ from ofa_deploy.space.ops import OpSpec
 
 
 class TargetKind(str, Enum):
+    """How a backend gets a latency: timed in this process, timed on a device, or estimated by a model."""
+
     LOCAL_RUNTIME = "timed local runtime"
     REMOTE_DEVICE = "remote device"
     ANALYTICAL = "analytical model"
@@ -100,6 +102,7 @@ def overhead_graph() -> Graph:
 
 
 def missing_runtime(backend: str, extra: str, package: str) -> RuntimeMissingError:
+    """The one-line error for a runtime package that is not installed, naming the pip extra (or package)."""
     install = f"pip install 'ofa-deploy[{extra}]'" if extra else f"pip install {package}"
     return RuntimeMissingError(f"backend '{backend}' needs the '{package}' package, which is not installed: {install}")
 

@@ -26,6 +26,8 @@ _KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing"
 
 @dataclass
 class DeviceProfile:
+    """A device profile: the backend, its timing and settings, and the width and resolutions to profile by default."""
+
     name: str
     description: str
     backend: str
@@ -62,6 +64,7 @@ def _builtin_dir():
 
 
 def builtin_profile_names() -> list[str]:
+    """Names of the profiles shipped in ``ofa_deploy.device_profiles``, sorted."""
     return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
 
 
@@ -73,6 +76,7 @@ def _check_keys(mapping: dict, source: str, where: str) -> None:
 
 
 def parse_profile(data: Any, source: str) -> DeviceProfile:
+    """A profile from its parsed YAML, every key, setting and resolution checked; BadInputError naming ``source``."""
     if not isinstance(data, dict):
         raise BadInputError(f"{source}: a device profile must be a YAML mapping")
     _check_keys(data, source, "")

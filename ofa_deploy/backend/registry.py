@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackendEntry:
+    """Where a backend comes from: its ``module:Class`` and the distribution that provides it."""
+
     name: str
     target: str  # "module:Class"
     distribution: str  # the package that provides it
@@ -83,6 +85,7 @@ def discover() -> dict[str, BackendEntry]:
 
 
 def backend_names() -> list[str]:
+    """Names of every discovered backend (built-ins and plugins), sorted."""
     return sorted(discover())
 
 
@@ -119,4 +122,5 @@ def loadable_backends() -> dict[str, type[Backend]]:
 
 
 def create_backend(name: str, timing: TimingOptions | None = None, **settings: Any) -> Backend:
+    """An instance of backend ``name`` with ``timing`` and the given settings (see :func:`backend_class`)."""
     return backend_class(name)(timing=timing, **settings)

@@ -154,6 +154,8 @@ Measurement = LatencyStats | LatencyEstimate
 
 @dataclass
 class TimingOptions:
+    """How a model is timed: threads, warm-up runs, ``rounds`` of ``runs`` timed runs, instances, interleaving."""
+
     threads: int = 1
     warmup: int = 5
     rounds: int = 10

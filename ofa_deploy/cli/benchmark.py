@@ -18,6 +18,7 @@ from ofa_deploy.cli.output import print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy benchmark`` and its flags."""
     p = subparsers.add_parser("benchmark", help="benchmark a compiled bundle and compare with its prediction")
     p.add_argument("bundle", help="bundle directory written by `ofa-deploy compile`")
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
@@ -40,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Benchmark a bundle on its target (or another), compare with its prediction, append the result to its manifest."""
     from ofa_deploy.backend.timing import TimingOptions
     from ofa_deploy.cli.common import make_backend, target_for_record, warn_if_busy
     from ofa_deploy.cli.output import format_table, print_json

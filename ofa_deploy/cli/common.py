@@ -108,6 +108,8 @@ class BoundList(Bound):
 
 @dataclass(frozen=True)
 class WidthMultBound(Bound):
+    """``--width-mult``: one of the space's width multipliers (1.0, 1.2), not a range."""
+
     kind: type = float
 
     def describe(self) -> str:
@@ -214,6 +216,7 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) -> None:
+    """``--backend``, ``--device``, the timing flags and every backend's flags: how a verb names its target."""
     p.add_argument("--backend", required=backend_required, help="backend name (see `ofa-deploy devices`)")
     p.add_argument("--device", help="device profile name or YAML path (sets backend, timing and settings)")
     add_timing_args(p)
@@ -257,6 +260,7 @@ def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any
 
 
 def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
+    """``--device``'s profile, else ``--backend``'s default one (None if it has none); BadInputError without either."""
     if args.device:
         profile = load_profile(args.device)
         if args.backend and args.backend != profile.backend:

@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import CALIB_IMAGES, WIDTH_MULT, add_bounded, add_tar
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy compile`` and its flags."""
     p = subparsers.add_parser("compile", help="compile a sub-network into a deployment bundle")
     p.add_argument("--arch", required=True, help="Arch JSON file")
     add_target_args(p)
@@ -27,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compile ``--arch`` into a bundle at ``--out`` for the target; print what was written and how it verified."""
     from ofa_deploy.cli.common import make_backend, resolve_profile
     from ofa_deploy.cli.output import info, print_json
     from ofa_deploy.deploy.bundle import compile_bundle

@@ -21,6 +21,7 @@ from ofa_deploy.cli.common import (
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy demo`` and its flags."""
     p = subparsers.add_parser("demo", help="profile, validate, search, compile and benchmark on this machine")
     p.add_argument("--out", default="demo-output", help="output folder (default ./demo-output)")
     p.add_argument("--device", default="host-cpu", help="device profile (default host-cpu: ONNX Runtime)")
@@ -37,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the whole pipeline into ``--out`` (caches kept inside it); print the bundles and where the report is."""
     from ofa_deploy.cli.common import parse_resolutions
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.errors import BadInputError

@@ -12,6 +12,7 @@ TOLERANCE = Bound(float, 0.0, low_open=True)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy deploy`` and its flags."""
     p = subparsers.add_parser(
         "deploy",
         help="push a bundle to devices (in parallel), check its sha256 on each, benchmark it there, record it",
@@ -37,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Deploy a verified bundle to every device named, locally or on ``--cluster``; exit code from the outcomes."""
     from ofa_deploy.backend.timing import TimingOptions
     from ofa_deploy.cli.common import target_for_record
     from ofa_deploy.cli.fleet_args import specs_from_args

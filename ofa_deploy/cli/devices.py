@@ -7,12 +7,14 @@ from dataclasses import asdict
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy devices``."""
     p = subparsers.add_parser("devices", help="list device profiles, backends and attached targets")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the built-in device profiles, every loadable backend and the targets each one sees attached."""
     from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
     from ofa_deploy.backend.registry import discover, loadable_backends
     from ofa_deploy.cli.output import format_table, print_json

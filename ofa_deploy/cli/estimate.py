@@ -11,6 +11,7 @@ TOP_LAYERS = 12
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy estimate`` and its flags."""
     p = subparsers.add_parser("estimate", help="estimate the latency of an ONNX model on an analytical target (fpga)")
     add_target_args(p)
     p.add_argument("--model", required=True, help="ONNX model (batch 1; fp32 accepted, int8 deployment assumed)")
@@ -21,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Estimate ``--model`` on an analytical backend: latency, slowest layers, every DPU size with ``--sweep-dpu``."""
     from ofa_deploy.backend.interface import AnalyticalBackend
     from ofa_deploy.cli.common import make_backend, resolve_profile
     from ofa_deploy.cli.output import format_table, print_json

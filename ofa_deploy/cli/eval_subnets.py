@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import CALIB_IMAGES, SAMPLES, SEED, add_bounded, chec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy eval-subnets`` and its flags."""
     p = subparsers.add_parser(
         "eval-subnets",
         help="held-out top-1 of sampled sub-networks (plus the largest and smallest), BN re-calibrated",
@@ -26,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure the held-out top-1 of the largest, smallest and sampled sub-networks; write them as JSON Lines."""
     import json
 
     import torch

@@ -13,6 +13,7 @@ from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy extract`` and its flags."""
     p = subparsers.add_parser("extract", help="extract a sub-network (net.config + weights) from a supernet")
     p.add_argument("--arch", required=True, help="Arch JSON file")
     src = p.add_mutually_exclusive_group(required=True)
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write ``--arch``'s ``net.config``, weights and arch file into ``--out`` (checkpoint or random weights)."""
     from ofa_deploy.cli.output import info, print_json
     from ofa_deploy.nn.extraction import extract_subnet
     from ofa_deploy.space.arch import load_arch_file, width_mult_from

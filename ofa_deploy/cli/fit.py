@@ -8,6 +8,7 @@ from ofa_deploy.cli.common import SEED, WIDTH_MULT, add_bounded, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy fit`` and its flags."""
     p = subparsers.add_parser(
         "fit",
         help="learn a LUT (per-key latencies plus a bias) from end-to-end measurements",
@@ -33,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit a LUT to ``--measurements`` and write it to ``--out``, holding the lock every LUT writer takes."""
     from pathlib import Path
 
     from ofa_deploy.files import ensure_parent, output_lock

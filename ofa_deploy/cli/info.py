@@ -8,6 +8,7 @@ from ofa_deploy.cli.common import WIDTH_MULT, add_bounded, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy info`` and its flags."""
     p = subparsers.add_parser("info", help="FLOPs, parameters and peak memory of an arch")
     p.add_argument("--arch", required=True, help="Arch JSON file ({ks, e, d, r})")
     add_bounded(p, "--width-mult", WIDTH_MULT, "width multiplier (default: the file's, else 1.0)")
@@ -16,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print an arch's FLOPs, parameters, peak memory and per-stage summary."""
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.space.analytics import arch_stats
     from ofa_deploy.space.arch import load_arch_file, width_mult_from

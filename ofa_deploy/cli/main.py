@@ -51,6 +51,7 @@ VERBS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ofa-deploy`` parser: global flags and every verb's sub-parser (backend plugins are discovered here)."""
     parser = argparse.ArgumentParser(
         prog="ofa-deploy",
         description="Profile, predict, search, compile and ship Once-for-All sub-networks for your devices.",
@@ -89,6 +90,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ofa-deploy`` on ``argv``; returns the exit code: 0, the error's own (2 bad input, 3 target unavailable,
+    1 other), 130 on Ctrl-C. Every failure is one line on stderr (a traceback with ``-v``)."""
     # Logging first: building the parser discovers backend plugins, which may warn.
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("-v", "--verbose", action="store_true")

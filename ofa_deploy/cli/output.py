@@ -37,6 +37,7 @@ def _escape(c: str) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: headers, a rule, then rows; numeric cells right-aligned, every cell made printable."""
     cells = [[printable(str(h)) for h in headers]] + [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []

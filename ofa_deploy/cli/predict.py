@@ -10,6 +10,7 @@ CHUNK = 8192  # archs predicted per call of --archs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy predict`` and its flags."""
     p = subparsers.add_parser("predict", help="predict the latency of an arch from a LUT")
     p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
     which = p.add_mutually_exclusive_group(required=True)
@@ -22,6 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict the latency of ``--arch`` from the LUT with its per-operator breakdown (``--archs``: every line)."""
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.table import load_lut

@@ -21,6 +21,7 @@ from ofa_deploy.cli.output import info, print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy profile`` and its flags."""
     p = subparsers.add_parser("profile", help="measure a latency lookup table (LUT) on a target")
     add_target_args(p)
     p.add_argument("--resolutions", help="comma-separated resolutions or 'all' (default: the profile's)")
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure a LUT into ``--out`` on one target or sharded over several, holding the lock every LUT writer takes."""
     from ofa_deploy.files import ensure_parent, output_lock
 
     ensure_parent(Path(args.out))  # an unusable --out fails before any measuring

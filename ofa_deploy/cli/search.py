@@ -11,6 +11,7 @@ from ofa_deploy.cli.common import GENERATIONS, POPULATION, POSITIVE, SEED, WIDTH
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy search`` and its flags."""
     p = subparsers.add_parser("search", help="search the best sub-network under latency and other constraints")
     p.add_argument("--lut", action="append", required=True, help="latency table; repeat for several devices")
     add_bounded(
@@ -46,6 +47,7 @@ def _unique_names(tables) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Search the best arch under every ``--lut``'s latency limit and the other limits; write it to ``--out``."""
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.table import load_lut

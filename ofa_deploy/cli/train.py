@@ -14,6 +14,7 @@ WORKERS = Bound(int, 0, 256)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy train`` and its flags."""
     p = subparsers.add_parser(
         "train",
         help="train a supernet with progressive shrinking (full -> kernel -> depth -> width)",
@@ -74,6 +75,7 @@ def _settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train (or ``--resume``) a supernet in ``--out`` with progressive shrinking; only rank 0 prints and writes."""
     from contextlib import nullcontext
 
     from ofa_deploy.cli.output import print_json

@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import EPOCHS, LAYER_SIZES, SEED, SHARE, add_bounded,
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy train-predictor`` and its flags."""
     p = subparsers.add_parser("train-predictor", help="train an accuracy predictor from [arch, accuracy] data")
     p.add_argument("--data", required=True, help="CSV or JSONL: arch fields (ks, e, d, r) plus 'accuracy'")
     p.add_argument("--out", required=True, help="predictor file to write (.npz)")
@@ -21,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train an accuracy predictor on ``--data``, save it as ``.npz`` and print its held-out RMSE and Kendall tau."""
     from ofa_deploy.cli.output import print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.search.predictors import load_dataset, train_predictor

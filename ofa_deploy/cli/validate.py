@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import SAMPLES, SEED, WIDTH_MULT, add_bounded, add_cl
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ofa-deploy validate`` and its flags."""
     p = subparsers.add_parser("validate", help="check a LUT against end-to-end measurements and calibrate it")
     p.add_argument("--lut", required=True, help="toolkit LUT file, official YAML file, or a directory of them")
     add_target_args(p)
@@ -29,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure sampled sub-networks against the LUT's predictions and store the calibration (unless ``--no-save``)."""
     from contextlib import nullcontext
 
     from ofa_deploy.files import output_lock

@@ -51,6 +51,7 @@ VERIFY_TOLERANCE = 1e-4  # largest logit difference over max(1, largest |logit|)
 
 
 def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's contents, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -67,6 +68,8 @@ def _now() -> str:
 
 @dataclass
 class CompileResult:
+    """What :func:`compile_bundle` wrote: the bundle directory and its manifest."""
+
     directory: Path
     manifest: dict[str, Any]
 

@@ -32,16 +32,19 @@ UNSIGNED_FIELDS = (DIGEST_FIELD, "measurements")
 
 
 def canonical(document: dict[str, Any], without: tuple[str, ...]) -> bytes:
+    """The canonical JSON bytes of ``document`` without the fields ``without`` (what digests and signatures cover)."""
     rest = {k: v for k, v in document.items() if k not in without}
     text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8", errors="surrogatepass")  # a lone surrogate (JSON "\ud83d") still digests
 
 
 def manifest_digest(document: dict[str, Any]) -> str:
+    """The ``manifest_sha256`` of a manifest: SHA-256 of the canonical JSON of every other field."""
     return hashlib.sha256(canonical(document, (DIGEST_FIELD,))).hexdigest()
 
 
 def check_digest(document: dict[str, Any], where: Path) -> None:
+    """BadInputError unless the manifest's recorded ``manifest_sha256`` matches its content."""
     recorded = document.get(DIGEST_FIELD)
     if not isinstance(recorded, str):
         raise BadInputError(f"{where}: no '{DIGEST_FIELD}': not a bundle this toolkit wrote; compile it again")
@@ -106,6 +109,7 @@ def _load_key(path: Path, private: bool):
 
 
 def signature_document(document: dict[str, Any], key_path: Path) -> dict[str, str]:
+    """The ``manifest.sig`` document: an Ed25519 signature of the manifest's signed fields with the private key."""
     key = _load_key(key_path, private=True)
     signature = key.sign(canonical(document, UNSIGNED_FIELDS))
     return {
@@ -116,6 +120,7 @@ def signature_document(document: dict[str, Any], key_path: Path) -> dict[str, st
 
 
 def verify_signature(directory: Path, document: dict[str, Any], public_key: Path) -> None:
+    """BadInputError unless the bundle's ``manifest.sig`` verifies for ``document`` with the public key."""
     from cryptography.exceptions import InvalidSignature
 
     key = _load_key(public_key, private=False)

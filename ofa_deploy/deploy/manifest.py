@@ -39,6 +39,8 @@ def _get(document: dict[str, Any], dotted: str, kind: type | tuple[type, ...], p
 
 @dataclass
 class Manifest:
+    """A bundle's ``manifest.json``: the fields the toolkit uses, typed and checked, plus the whole document."""
+
     path: Path
     document: dict[str, Any]
     arch: Arch
@@ -104,6 +106,8 @@ class Manifest:
 
 
 def read_manifest(directory: str | Path) -> Manifest:
+    """The manifest of bundle ``directory``: parsed, its digest checked, every file it names inside the bundle.
+    File checksums and the signature are :func:`~ofa_deploy.deploy.bundle.open_bundle`'s."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.is_dir():

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeployOptions:
+    """What ``deploy`` does on each device: install directory, tolerance (of the prediction), force, dry run."""
+
     remote_dir: str | None = None  # install directory on the device (default: the backend's)
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
@@ -107,6 +109,7 @@ def judge(measured_ms: float, predicted_ms: float | None, tolerance: float) -> t
 
 
 def require_deployable(backend: Backend) -> RemoteDeviceBackend:
+    """``backend`` as a remote device; BadInputError for a local runtime or a cost model (nothing to deploy to)."""
     if not isinstance(backend, RemoteDeviceBackend):
         raise BadInputError(
             f"backend '{backend.name}' is a {backend.kind.value}, not a remote device: there is nothing to deploy "

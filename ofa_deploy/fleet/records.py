@@ -42,6 +42,8 @@ def device_file_name(device: str) -> str:
 
 @dataclass
 class DeploymentRecord:
+    """What happened on one device: identity, files and hashes, measured vs predicted latency, status and reason."""
+
     device: str  # the id the user named it by (serial, HOST:PORT)
     status: str
     time: str
@@ -132,10 +134,12 @@ _FIELD_CHECKS = {
 
 
 def record_path(bundle: Path, device: str) -> Path:
+    """Where the record of ``device`` lives: ``BUNDLE/deployments/<device file name>.json``."""
     return Path(bundle) / RECORDS_DIR / f"{device_file_name(device)}.json"
 
 
 def write_record(bundle: Path, record: DeploymentRecord) -> Path:
+    """Write ``record`` atomically into the bundle's deployments folder; returns its path."""
     path = record_path(bundle, record.device)
     atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
     return path

@@ -77,6 +77,7 @@ def decode(device: str, raw: Any) -> tuple[dict[str, Any], str]:
 
 
 def invalid(device: str, what: str) -> OFADeployError:
+    """The error for a host's reply that is not a valid answer (none of it is used)."""
     return OFADeployError(f"{device}: its host sent an invalid reply ({what}); nothing of it was used")
 
 

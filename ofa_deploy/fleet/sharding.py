@@ -36,6 +36,8 @@ NOISE_SIGMAS = 3.0  # ... or this many times the measured round-to-round spread,
 
 @dataclass
 class Shard:
+    """One device's share of a sharded profile: its plan (its keys plus the anchors) and its own table file."""
+
     device: str
     plan: ProfilePlan
     path: Path
@@ -50,6 +52,7 @@ def sub_plan(plan: ProfilePlan, keys: Sequence[str]) -> ProfilePlan:
 
 
 def anchor_keys(plan: ProfilePlan, count: int = ANCHORS) -> list[str]:
+    """``count`` keys spread evenly over the plan (all of them if it has no more): what every device measures."""
     keys = list(plan.ops)
     if len(keys) <= count:
         return keys
@@ -58,6 +61,7 @@ def anchor_keys(plan: ProfilePlan, count: int = ANCHORS) -> list[str]:
 
 
 def shard_dir(out: Path) -> Path:
+    """The folder of a sharded profile's per-device tables: ``<out>.shards``."""
     return Path(f"{out}.shards")
 
 

@@ -14,6 +14,8 @@ from ofa_deploy.backend.timing import TimingOptions
 
 @dataclass(frozen=True)
 class BackendSpec:
+    """One device of a fleet as plain data: backend name, timing and resolved settings; :meth:`create` builds it."""
+
     device: str  # the id: a serial, HOST:PORT, ...
     backend: str
     timing: dict[str, Any]

@@ -13,6 +13,8 @@ from ofa_deploy.space.ops import BLOCK, FEATURE_MIX, FINAL_EXPAND, FIRST_CONV, L
 
 @dataclass
 class Conv:
+    """A same-padded convolution, BatchNorm folded into ``weight`` and ``bias`` (or None), then ``act`` if any."""
+
     input: str
     output: str
     weight: np.ndarray  # (out, in / groups, k, k)
@@ -40,6 +42,8 @@ class SqueezeExcite:
 
 @dataclass
 class Add:
+    """Element-wise ``a + b``: a block's residual connection."""
+
     a: str
     b: str
     output: str
@@ -47,6 +51,8 @@ class Add:
 
 @dataclass
 class GlobalAvgPool:
+    """Mean over height and width, keeping (N, C, 1, 1)."""
+
     input: str
     output: str
 
@@ -66,6 +72,8 @@ Node = Conv | SqueezeExcite | Add | GlobalAvgPool | Linear
 
 @dataclass
 class Graph:
+    """A model as a chain of nodes from one NCHW input to one output: an operator alone or a whole network."""
+
     input_name: str
     input_shape: tuple[int, ...]  # NCHW
     output_name: str
@@ -78,12 +86,16 @@ class Graph:
 
 @dataclass
 class ConvWeights:
+    """A convolution's (or the classifier's) weight and bias, as a weight source gives them."""
+
     weight: np.ndarray
     bias: np.ndarray | None
 
 
 @dataclass
 class BlockWeights:
+    """The weights of one block: expand (None at expand ratio 1), depthwise, SE (W1, b1, W2, b2; or None), project."""
+
     expand: ConvWeights | None
     depthwise: ConvWeights
     se: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None

@@ -36,6 +36,8 @@ Shape = tuple[int, int, int]  # C, H, W
 
 @dataclass(frozen=True)
 class Layer:
+    """One layer of a model as a cost model reads it: operator, (C, H, W) shapes, kernel, stride, groups, parameters."""
+
     name: str
     op: str  # one of the names above
     in_shape: Shape  # the first feature-map input

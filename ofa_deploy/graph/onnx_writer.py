@@ -114,4 +114,5 @@ def to_onnx(graph: Graph, name: str = "ofa_subnet"):
 
 
 def to_onnx_bytes(graph: Graph, name: str = "ofa_subnet") -> bytes:
+    """The serialized ONNX model of the graph (see :func:`to_onnx`)."""
     return to_onnx(graph, name).SerializeToString()

@@ -137,6 +137,7 @@ class _Writer:
 
 
 def to_tflite_bytes(graph: Graph) -> bytes:
+    """The graph as a TFLite flatbuffer (float32, NHWC input), op for op."""
     flatbuffers, s = _schema()
     wr = _Writer(s)
     n, c, h, w = graph.input_shape

@@ -97,6 +97,7 @@ def family_ops(r: int, width_mult: float) -> list[OpSpec]:
 
 
 def family_name(f: int) -> str:
+    """A readable name of family ``f``: a stem or head operator, or ``stage<s>/<first|later>/k<k>e<e>``."""
     if f < N_FIXED:
         return ("Conv", "first_block", "Conv_1", "AvgPool2D", "Conv_2", "Logits")[f]
     group, choice = divmod(f - N_FIXED, N_CHOICES)
@@ -148,6 +149,7 @@ Basis = Callable[[int], np.ndarray]  # resolution -> (96,) basis values
 
 
 def macs_basis(width_mult: float) -> Basis:
+    """The fit-only basis: each family's multiply-accumulates (millions) at a resolution, cached per resolution."""
     cache: dict[int, np.ndarray] = {}
 
     def basis(r: int) -> np.ndarray:
@@ -215,6 +217,8 @@ class Design:
 
 @dataclass
 class Parameters:
+    """The fitted model: per-network ``bias`` (ms); per family a cost ``s`` per basis unit and a constant ``t`` (ms)."""
+
     bias: float
     s: np.ndarray  # (F,) cost per basis unit
     t: np.ndarray  # (F,) constant per operator
@@ -324,6 +328,8 @@ def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
 
 @dataclass
 class FitResult:
+    """A fit and how well it predicts: parameters, basis, prior strength, held-out figures, what was measured."""
+
     parameters: Parameters
     basis: Basis
     strength: float

@@ -38,6 +38,7 @@ def shown(value: Any, limit: int = 40) -> str:
 
 
 def utc_now() -> str:
+    """The current UTC time in ISO 8601, to the second (how tables and records date things)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -63,6 +64,8 @@ class DriftPoint:
 
 @dataclass
 class TableMetadata:
+    """Where a table's values came from: target, runtime, timing and settings, reference, drift, how it was made."""
+
     device: str | None = None
     backend: str | None = None
     runtime: str | None = None

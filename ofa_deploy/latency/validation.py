@@ -33,6 +33,8 @@ MIN_SAMPLES = 4
 
 @dataclass
 class ValidationResult:
+    """What validate measured and fitted: per arch predicted and measured latencies, the calibration and the report."""
+
     archs: list[Arch]
     predicted: np.ndarray  # uncalibrated
     measured: np.ndarray  # in the table's time units (reference-normalised) when it has a reference
@@ -60,6 +62,7 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, smallest: float
 
 
 def sample_archs(table: LatencyTable, n: int, seed: int) -> list[Arch]:
+    """``n`` distinct archs (the first of ``2n`` seeded draws) at the table's resolutions; BadInputError below 4."""
     if n < MIN_SAMPLES:
         raise BadInputError(f"--samples must be at least {MIN_SAMPLES} (half fit the calibration, half check it)")
     batch = sample_batch(np.random.default_rng(seed), n * 2, resolutions=table.resolutions)
@@ -74,6 +77,8 @@ def validate(
     seed: int = 0,
     progress: bool = True,
 ) -> ValidationResult:
+    """Measure ``n_samples`` sampled sub-networks on ``backend``, compare with the table's sums and fit a calibration
+    on half of them (the other half is held out for the report). The caller stores the calibration."""
     backend.check()
     archs = sample_archs(table, n_samples, seed)
     w = table.width_mult

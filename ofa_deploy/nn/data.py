@@ -23,6 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 
 
 def preprocessing(resolution: int) -> dict:
+    """The preprocessing for input resolution ``resolution`` as a manifest records it (what :func:`load_image` does)."""
     return {
         "resize_short_side": math.ceil(resolution / CROP_RATIO),
         "center_crop": resolution,
@@ -45,6 +46,7 @@ def image_files(root: str | Path) -> list[Path]:
 
 
 def load_image(path: Path, resolution: int) -> np.ndarray:
+    """One image preprocessed for ``resolution``: a (3, r, r) float32 array; BadInputError if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -67,6 +69,7 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
 def image_batches(
     root: str | Path, resolution: int, batch_size: int = 16, max_images: int = 512, seed: int = 0
 ) -> Iterator[torch.Tensor]:
+    """Up to ``max_images`` images under ``root`` (a seeded random choice), preprocessed, ``batch_size`` at a time."""
     files = image_files(root)
     order = np.random.default_rng(seed).permutation(len(files))[:max_images]
     chosen = [files[i] for i in order]

@@ -21,6 +21,8 @@ ARCH_FILE = "arch.json"
 
 @dataclass
 class ExtractionResult:
+    """What :func:`extract_subnet` wrote: the network, its width, where its weights came from, and the two files."""
+
     net: MobileNetV3
     width_mult: float
     weights: str  # "checkpoint" or "random"
@@ -46,6 +48,7 @@ def build_subnet(
 def extract_subnet(
     arch: Arch, out_dir: Path, supernet_path: str | Path | None = None, width_mult: float | None = None
 ) -> ExtractionResult:
+    """Write the sub-network's ``net.config``, ``weights.pth`` and ``arch.json`` into ``out_dir``."""
     net, w, weights = build_subnet(arch, supernet_path, width_mult)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,15 @@ from ofa_deploy.space.geometry import se_channels
 
 
 class Hswish(nn.Module):
+    """Hard swish, ``x * relu6(x + 3) / 6``."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * F.relu6(x + 3.0) / 6.0
 
 
 class Hsigmoid(nn.Module):
+    """Hard sigmoid, ``relu6(x + 3) / 6``."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(x + 3.0) / 6.0
 
@@ -32,6 +36,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": Hswish, "h_sigmoi
 
 
 def build_activation(name: str | None) -> nn.Module | None:
+    """The activation a net config names (relu, relu6, h_swish, h_sigmoid); None for None or ``"none"``."""
     if name is None or name == "none":
         return None
     if name not in _ACTIVATIONS:
@@ -47,6 +52,7 @@ def set_bn_param(model: nn.Module, momentum: float, eps: float) -> None:
 
 
 def same_padding(kernel_size: int) -> int:
+    """The padding that keeps the size of a stride-1 convolution with this (odd) kernel."""
     return kernel_size // 2
 
 
@@ -174,6 +180,8 @@ class LinearLayer(_InOrder):
 
 
 class IdentityLayer(nn.Module):
+    """The identity shortcut of a residual block (official ``IdentityLayer``)."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
@@ -296,6 +304,8 @@ class MBConvLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
+    """A block: its conv layer plus an optional shortcut added to its output (official ``ResidualBlock``)."""
+
     def __init__(self, conv: nn.Module, shortcut: nn.Module | None) -> None:
         super().__init__()
         self.conv = conv
@@ -340,6 +350,7 @@ _LAYERS = {
 
 
 def layer_from_config(config: dict[str, Any] | None) -> nn.Module | None:
+    """The layer a ``net.config`` layer dictionary describes; None for None; BadInputError for an unknown name."""
     if config is None:
         return None
     name = config.get("name")

@@ -178,6 +178,7 @@ def build_from_net_config(path_or_config: str | Path | dict[str, Any]) -> Mobile
 
 
 def save_net_config(net: MobileNetV3 | ProxylessNASNets, path: str | Path) -> None:
+    """Write the network's ``net.config`` (official layout) atomically."""
     atomic_write_text(Path(path), json.dumps(net.config, indent=4) + "\n")
 
 

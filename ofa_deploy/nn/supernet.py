@@ -39,6 +39,8 @@ def _as_list(value: int | Sequence[int] | None, length: int) -> list[int | None]
 
 
 class OFAMobileNetV3(nn.Module):
+    """The OFA MobileNetV3 supernet with official module names; set an active arch, then extract it."""
+
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -228,6 +230,7 @@ def normalise_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tenso
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a checkpoint file, key names normalised; CheckpointMismatchError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such checkpoint file")

@@ -34,6 +34,9 @@ from ofa_deploy.space.arch import ArchBatch, check_width_mult, largest_arch, sav
 
 @dataclass
 class DemoOptions:
+    """What the demo runs: output folder, device profile, resolutions, samples, budgets (None: three automatic ones).
+    ``accuracy_predictor`` None: FLOPs as the proxy; ``supernet`` None: random weights."""
+
     out: Path
     device: str = "host-cpu"
     resolutions: tuple[int, ...] = (160, 176, 192)
@@ -49,6 +52,8 @@ class DemoOptions:
 
 @dataclass
 class DemoResult:
+    """What the demo did: seconds per step, the facts the report quotes, and one entry per compiled bundle."""
+
     options: DemoOptions
     steps: list[tuple[str, float]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)

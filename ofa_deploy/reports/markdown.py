@@ -14,6 +14,7 @@ def _pct(x: float) -> str:
 
 
 def render_markdown(result: DemoResult) -> str:
+    """The demo report as Markdown text."""
     f, opts = result.facts, result.options
     v = f["validation"]
     lines = [
@@ -96,6 +97,7 @@ def render_markdown(result: DemoResult) -> str:
 
 
 def write_report(result: DemoResult) -> Path:
+    """Write the demo report to ``report.md`` in the demo's output folder; returns its path."""
     path = result.options.out / "report.md"
     atomic_write_text(path, render_markdown(result))
     return path

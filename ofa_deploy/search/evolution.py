@@ -49,6 +49,7 @@ class Constraint:
 
 
 def latency_constraint(table: LatencyTable, limit_ms: float, name: str | None = None) -> Constraint:
+    """Predicted latency on ``table`` (calibrated if it is) at most ``limit_ms``; named after ``name`` or the table."""
     compiled = table.compiled()
 
     def minimum(resolutions: Sequence[int]) -> tuple[float, Arch]:
@@ -90,6 +91,8 @@ class Objective:
 
 @dataclass
 class SearchResult:
+    """The best arch an evolutionary search found, its score and constraint values, and what the search cost."""
+
     arch: Arch
     score: float
     objective: Objective
@@ -101,6 +104,8 @@ class SearchResult:
 
 @dataclass
 class ParetoResult:
+    """The front of :func:`pareto_search` (score vs latency on one table) and every feasible point it saw."""
+
     archs: list[Arch]
     scores: np.ndarray
     latency: np.ndarray
@@ -155,6 +160,8 @@ def _collect_feasible(
 def initial_population(
     rng: np.random.Generator, size: int, constraints: Sequence[Constraint], resolutions: Sequence[int]
 ) -> ArchBatch:
+    """A population of ``size`` archs that meet every constraint, seeded with each one's minimiser (copies fill it up).
+    InfeasibleConstraintError when no arch meets them all."""
     seeds = check_feasible(constraints, resolutions)
     seed_batch = ArchBatch.from_archs(seeds)
     ok, _ = _feasible_mask(seed_batch, constraints)
@@ -238,6 +245,7 @@ def evolutionary_search(
     seed: int = 0,
     progress: bool = False,
 ) -> SearchResult:
+    """The official OFA evolutionary search: the arch that maximises ``objective`` under every constraint."""
     if population < 4 or generations < 1:
         raise BadInputError("population must be at least 4 and generations at least 1")
     with _single_threaded_blas():
@@ -367,6 +375,7 @@ def pareto_front_2d(cost: np.ndarray, gain: np.ndarray) -> np.ndarray:
 
 
 def crowding_distance(objectives: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each point within its front; a front's end points (and fronts of <= 2) get inf."""
     distance = np.zeros(objectives.shape[0])
     for r in np.unique(ranks):
         idx = np.nonzero(ranks == r)[0]

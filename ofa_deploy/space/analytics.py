@@ -29,6 +29,8 @@ BYTES_PER_ACTIVATION = 4
 
 @dataclass
 class LayerStats:
+    """One layer's MACs, parameters and activation elements alive at it (``stage`` None for the stem and head)."""
+
     name: str
     stage: int | None  # None for the stem and head
     macs: int
@@ -38,6 +40,8 @@ class LayerStats:
 
 @dataclass
 class StageSummary:
+    """One stage of an arch: depth, block choices (``k5e4``...), output channels and size, MACs and parameters."""
+
     stage: int
     depth: int
     blocks: list[str]
@@ -49,6 +53,8 @@ class StageSummary:
 
 @dataclass
 class ArchStats:
+    """FLOPs (multiply-accumulates), parameters and peak activation memory of one arch, per layer and per stage."""
+
     width_mult: float
     resolution: int
     macs: int

@@ -190,6 +190,7 @@ def width_mult_from(data: Mapping[str, Any], override: float | None, source: str
 
 
 def check_width_mult(value: Any, source: str = "width multiplier") -> float:
+    """``value`` as one of the space's width multipliers (1.0, 1.2); BadInputError naming ``source`` otherwise."""
     try:
         w = float(value)
     except (TypeError, ValueError, OverflowError):
@@ -213,6 +214,7 @@ def save_arch_file(path: str | Path, arch: Arch, **extra: Any) -> None:
 
 
 def check_resolutions(resolutions: Iterable[int]) -> tuple[int, ...]:
+    """The distinct resolutions, sorted, each checked against the space; BadInputError for a bad or missing one."""
     values = tuple(resolutions)
     for r in values:  # before the cache: a nested list from a file is not hashable
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
@@ -229,6 +231,7 @@ def _checked_resolutions(resolutions: tuple) -> tuple[int, ...]:
 
 
 def sample_arch(rng: np.random.Generator, resolutions: Sequence[int] = RESOLUTIONS) -> Arch:
+    """One arch drawn uniformly per gene, at one of ``resolutions``."""
     return sample_batch(rng, 1, resolutions).to_archs()[0]
 
 
@@ -355,8 +358,10 @@ def crossover_batch(a: ArchBatch, b: ArchBatch, rng: np.random.Generator) -> Arc
 
 
 def largest_arch(r: int = RESOLUTIONS[-1]) -> Arch:
+    """The largest sub-network (kernel 7, expand 6, depth 4 everywhere) at resolution ``r``."""
     return Arch(ks=(7,) * N_BLOCKS, e=(6,) * N_BLOCKS, d=(4,) * N_STAGES, r=r)
 
 
 def smallest_arch(r: int = RESOLUTIONS[0]) -> Arch:
+    """The smallest sub-network (kernel 3, expand 3, depth 2 everywhere) at resolution ``r``."""
     return Arch(ks=(3,) * N_BLOCKS, e=(3,) * N_BLOCKS, d=(2,) * N_STAGES, r=r)

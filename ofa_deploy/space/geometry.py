@@ -32,10 +32,12 @@ def make_divisible(v: float, divisor: int = CHANNEL_DIVISIBLE, min_val: int | No
 
 
 def middle_channels(in_channels: int, expand_ratio: float) -> int:
+    """Channels inside a block: ``in_channels * expand_ratio``, made divisible by 8."""
     return make_divisible(round(in_channels * expand_ratio))
 
 
 def se_channels(channels: int) -> int:
+    """Channels of the SE bottleneck of a ``channels``-wide block: a quarter, made divisible by 8."""
     return make_divisible(channels // SE_REDUCTION)
 
 
@@ -62,6 +64,7 @@ class Widths:
 
 @cache
 def widths_for(width_mult: float) -> Widths:
+    """Channel counts of the network at ``width_mult``: the base widths scaled and made divisible by 8."""
     w = check_width_mult(width_mult)
     scaled = [make_divisible(b * w) for b in BASE_WIDTHS]
     return Widths(
@@ -105,6 +108,7 @@ class BlockSpec:
 
 
 def first_block_spec(size: int, widths: Widths) -> BlockSpec:
+    """The fixed first block (3x3 depthwise, expand ratio 1, ReLU, no SE) at feature-map size ``size``."""
     c = widths.first_block
     return BlockSpec(
         index=-1,

@@ -98,6 +98,7 @@ class OpSpec:
 
 
 def block_op(spec: BlockSpec) -> OpSpec:
+    """The latency-table operator of one block as built."""
     return OpSpec(
         kind=BLOCK,
         input_shape=(spec.in_size, spec.in_size, spec.in_channels),

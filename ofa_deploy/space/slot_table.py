@@ -21,6 +21,8 @@ _ES = np.asarray(EXPAND_RATIOS)
 
 @dataclass
 class SlotTable:
+    """A cost as ``fixed[r]`` plus the sum (or max) of per-slot ``slots[r, slot, k, e]``, for whole batches."""
+
     name: str
     resolutions: np.ndarray  # (R,) sorted
     fixed: np.ndarray  # (R,)

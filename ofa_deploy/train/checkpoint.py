@@ -33,6 +33,7 @@ STATE_FORMAT = "ofa-deploy-train-state/1"
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` of ``obj`` to ``path``, written atomically."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -44,6 +45,8 @@ def official_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class TrainingDirectory:
+    """The files of one training run in ``--out``: training state, phase checkpoints, supernet, log."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
@@ -88,6 +91,7 @@ class TrainingDirectory:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``train_log.jsonl`` ([] without one); a line that is not JSON (a killed run's) is skipped."""
     records = []
     if not path.is_file():
         return records

@@ -21,6 +21,8 @@ from ofa_deploy.errors import OFADeployError
 
 @dataclass
 class DistContext:
+    """This process's place in a ``torchrun`` run (rank, world size, device), and the collectives training uses."""
+
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

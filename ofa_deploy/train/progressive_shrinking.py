@@ -39,6 +39,8 @@ log = logging.getLogger("ofa_deploy.train")
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Everything a training run is made of (stored in its state, so ``--resume`` continues the same run)."""
+
     dataset: str
     recipe: Recipe
     width_mult: float = 1.0
@@ -62,6 +64,7 @@ class TrainSettings:
 
 
 def step_rng(seed: int, phase_index: int, step: int, purpose: int) -> np.random.Generator:
+    """The generator of one step's draws for ``purpose`` (1 sub-networks, 2 resolution, 3 augmentation)."""
     return np.random.default_rng([seed, phase_index, step, purpose])
 
 
@@ -92,6 +95,7 @@ def batch_plan(
 
 
 def steps_per_epoch(recipe: Recipe, n_train: int) -> int:
+    """Full batches per epoch (at least 1): an epoch's left-over images are not used."""
     return max(1, n_train // recipe.batch_size)
 
 
@@ -129,6 +133,8 @@ def make_optimizer(net: torch.nn.Module, recipe: Recipe, lr: float) -> torch.opt
 
 
 class ProgressiveShrinking:
+    """One training run: the recipe's phases in order over the supernet, resumable, on one process or every rank."""
+
     def __init__(self, out: Path, settings: TrainSettings, dist: DistContext, progress: bool = True) -> None:
         self.dir = TrainingDirectory(out)
         self.settings = settings

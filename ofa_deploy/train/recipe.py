@@ -56,6 +56,8 @@ PHASE_NAMES = tuple(p.name for p in _PAPER_PHASES)
 
 @dataclass(frozen=True)
 class Recipe:
+    """A progressive-shrinking schedule: phases, global batch, resolutions, loss and SGD settings."""
+
     name: str
     phases: tuple[Phase, ...]
     batch_size: int  # global, over all processes
@@ -115,6 +117,7 @@ RECIPES = {r.name: r for r in (IMAGENET, SMOKE)}
 
 
 def get_recipe(name: str) -> Recipe:
+    """The recipe named ``name`` (``imagenet`` or ``smoke``); BadInputError naming the known ones."""
     try:
         return RECIPES[name]
     except KeyError:
