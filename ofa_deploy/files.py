@@ -30,9 +30,26 @@ log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it: ``os.umask`` reads it only by setting another,
+    and a file another thread created meanwhile (fleet deploys write records from threads) would get
+    no umask at all. Linux states it in /proc; elsewhere, the one read when this module was imported."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_by_setting() -> int:
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_by_setting()  # at import, before the toolkit starts any thread
 
 
 def file_mode() -> int:

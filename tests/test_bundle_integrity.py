@@ -150,6 +150,20 @@ def test_outputs_respect_the_umask(arch_file, tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
+def test_the_umask_is_read_without_being_changed():
+    """Reading the umask by setting another (os.umask) would let a file that another thread creates
+    meanwhile skip it: fleet deploys write records from threads."""
+    from ofa_deploy import files
+
+    old = os.umask(0o027)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "umask", lambda *_: pytest.fail("the umask was changed to read it"))
+            assert files._umask() == 0o027 and files.file_mode() == 0o640 and files.dir_mode() == 0o750
+    finally:
+        os.umask(old)
+
+
 def test_unwritable_output_is_one_line(arch_file, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a directory should be")
@@ -206,3 +220,14 @@ def test_signed_bundles_verify_and_tampering_is_caught(arch_file, tmp_path, caps
     assert compile_to(arch_file, unsigned) == 0
     capsys.readouterr()
     refused(unsigned, capsys, "not signed", extra=("--verify-key", str(mine[1])))
+
+
+def test_verify_key_without_cryptography_is_the_install_hint(arch_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "b"
+    assert compile_to(arch_file, out) == 0
+    capsys.readouterr()
+    for module in ("cryptography", "cryptography.exceptions", "cryptography.hazmat.primitives.serialization"):
+        monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError, as if not installed
+    assert main(["benchmark", str(out), *FAST, "--verify-key", str(tmp_path / "any.pub.pem")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'ofa-deploy[sign]'" in err[0], err

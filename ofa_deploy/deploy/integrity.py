@@ -121,9 +121,9 @@ def signature_document(document: dict[str, Any], key_path: Path) -> dict[str, st
 
 def verify_signature(directory: Path, document: dict[str, Any], public_key: Path) -> None:
     """BadInputError unless the bundle's ``manifest.sig`` verifies for ``document`` with the public key."""
+    key = _load_key(public_key, private=False)  # first: without cryptography, the one-line install hint
     from cryptography.exceptions import InvalidSignature
 
-    key = _load_key(public_key, private=False)
     path = bundle_member(directory, SIGNATURE_FILE, Path(directory) / SIGNATURE_FILE)
     if not path.is_file():
         raise BadInputError(f"{directory}: no {SIGNATURE_FILE}: the bundle is not signed (compile it with --sign-key)")
