@@ -3,6 +3,7 @@ wire protocol on 127.0.0.1, shell commands run by /bin/sh in a temporary root, m
 ai-edge-litert). No physical phone is involved."""
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -166,6 +167,9 @@ def test_latency_off_the_prediction_fails_the_tolerance(bundle, profile_yaml, ph
     rec = doc["devices"][0]
     assert code == 1 and rec["status"] == "out-of-tolerance" and rec["passed"] is False
     assert rec["verified_on_device"] and "beyond the tolerance" in rec["reason"]
+    # the figure in the reason is the one the tolerance bounds: the distance from the prediction, relative to it
+    off = float(re.search(r"([\d.]+)% off the prediction", rec["reason"]).group(1))
+    assert off == pytest.approx(100 * abs(rec["measured_ms"] - rec["predicted_ms"]) / rec["predicted_ms"], abs=0.051)
 
 
 def test_judge():

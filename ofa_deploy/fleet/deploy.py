@@ -204,9 +204,10 @@ def _deploy(
     record.passed, record.error_percent = judge(stats.estimate, bundle.predicted_ms, options.tolerance)
     if record.passed is False:
         record.status = OUT_OF_TOLERANCE
+        off = 100.0 * abs(stats.estimate - bundle.predicted_ms) / bundle.predicted_ms  # what the tolerance bounds
         record.reason = (
-            f"measured {stats.estimate:.3f} ms vs predicted {bundle.predicted_ms:.3f} ms "
-            f"({record.error_percent:+.1f}%), beyond the tolerance of {100 * options.tolerance:.0f}%"
+            f"measured {stats.estimate:.3f} ms vs predicted {bundle.predicted_ms:.3f} ms: {off:.1f}% off the "
+            f"prediction, beyond the tolerance of {100 * options.tolerance:.0f}%"
         )
     else:
         record.status = DEPLOYED
