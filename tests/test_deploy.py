@@ -11,8 +11,9 @@ import threading
 import pytest
 
 from ofa_deploy.cli.main import main
+from ofa_deploy.errors import OFADeployError
 from ofa_deploy.fleet.deploy import judge
-from ofa_deploy.fleet.records import device_file_name, read_record
+from ofa_deploy.fleet.records import DeploymentRecord, device_file_name, read_record, write_record
 from tests.adb_device.fixtures import loopback_profile, private_adb_env, started_phones
 
 ARCH = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 160}
@@ -176,6 +177,15 @@ def test_judge():
     assert judge(10.0, 11.0, 0.2) == (True, pytest.approx(10.0))
     assert judge(10.0, 5.0, 0.2)[0] is False
     assert judge(10.0, None, 0.2) == (None, None)
+
+
+def test_a_record_holding_a_non_finite_number_is_not_written(tmp_path):
+    """Records are strict JSON (read back, they refuse NaN): a record that would hold one is an
+    internal error, and the device's previous record stays."""
+    write_record(tmp_path, DeploymentRecord("d", "deployed", "t", "b", measured_ms=2.0))
+    with pytest.raises(OFADeployError, match="non-finite"):
+        write_record(tmp_path, DeploymentRecord("d", "deployed", "t", "b", measured_ms=float("nan")))
+    assert read_record(tmp_path, "d").measured_ms == 2.0
 
 
 def test_unreachable_device_is_exit_3(bundle, profile_yaml, capsys):

@@ -28,14 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure the held-out top-1 of the largest, smallest and sampled sub-networks; write them as JSON Lines."""
-    import json
 
     import torch
 
     from ofa_deploy.cli.common import parse_resolutions
     from ofa_deploy.cli.output import info, print_json
     from ofa_deploy.errors import BadInputError
-    from ofa_deploy.files import atomic_write_text, ensure_parent
+    from ofa_deploy.files import atomic_write_text, ensure_parent, strict_json
     from ofa_deploy.nn.supernet import load_supernet
     from ofa_deploy.space.arch import RESOLUTIONS
     from ofa_deploy.train.checkpoint import read_supernet_info
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     archs = archs_to_evaluate(args.samples, resolutions, args.seed)
     info(f"evaluating {len(archs)} sub-networks of {args.supernet} on {args.dataset} (held-out split)")
     records = evaluate_archs(supernet, archs, data, args.calib_images, device, progress=not args.no_progress)
-    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(out, "".join(strict_json(r) + "\n" for r in records))
     if args.json:
         print_json(records)
         return 0

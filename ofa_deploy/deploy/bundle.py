@@ -35,7 +35,7 @@ from ofa_deploy.deploy.integrity import (
 )
 from ofa_deploy.deploy.manifest import FORMAT, MANIFEST, Manifest, read_manifest
 from ofa_deploy.errors import BadInputError, OFADeployError
-from ofa_deploy.files import atomic_directory, atomic_write_text
+from ofa_deploy.files import atomic_directory, atomic_write_json
 from ofa_deploy.graph.from_torch import torch_weights
 from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.latency.profiling import load_reference
@@ -144,7 +144,7 @@ def compile_bundle(
     with atomic_directory(out, force=force) as build:
         manifest = _build(arch, w, net, backend, runtime, graph, build, weights, calibrated, supernet_path, table)
         if sign_key is not None:
-            atomic_write_text(build / SIGNATURE_FILE, json.dumps(signature_document(manifest, sign_key), indent=2))
+            atomic_write_json(build / SIGNATURE_FILE, signature_document(manifest, sign_key), indent=2)
     verification = manifest["verification"]
     if verification["passed"] is False:
         raise OFADeployError(
@@ -222,7 +222,7 @@ def _build(arch, w, net, backend, runtime, graph, out: Path, weights, calibrated
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` with its self-digest (recomputed on every update)."""
     manifest[DIGEST_FIELD] = manifest_digest(manifest)
-    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(directory / MANIFEST, manifest, indent=2)
 
 
 # ---------------------------------------------------------------------- read and check

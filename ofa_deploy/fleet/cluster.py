@@ -42,7 +42,7 @@ from typing import Any
 from ofa_deploy.backend.interface import RemoteDeviceBackend, require_module
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
-from ofa_deploy.files import atomic_write_bytes, atomic_write_text
+from ofa_deploy.files import atomic_write_bytes, atomic_write_json, atomic_write_text, strict_json
 from ofa_deploy.fleet.deploy import BundleFiles, DeployOptions, DeviceJob, deploy_to_device
 from ofa_deploy.fleet.records import DeploymentRecord, device_file_name
 from ofa_deploy.fleet.replies import answer, decode, field_of, invalid, stats_from_plain
@@ -128,7 +128,7 @@ def _run_shard(shard: Shard, spec: BackendSpec, device_profile: str, token: str,
         directory.mkdir(mode=0o700, exist_ok=True)
         local = directory / f"{device_file_name(spec.device)}.json"
         if saved is not None and not local.exists():
-            atomic_write_text(local, json.dumps(saved), mode=0o600)
+            atomic_write_text(local, strict_json(saved), mode=0o600)
         table = profile_shard(Shard(shard.device, shard.plan, local), spec, device_profile, resume=True)
         document = table.to_document()
         shutil.rmtree(directory, ignore_errors=True)
@@ -290,7 +290,7 @@ class Cluster:
             token = f"{self.token}-{hashlib.sha1(str(shard.path.resolve()).encode()).hexdigest()[:8]}"
             out = self._call(_run_shard, shard.device, spec, shard, spec, device_profile, token, saved)
             table = field_of(shard.device, out, "table", dict)  # load() below checks it like any table
-            atomic_write_text(shard.path, json.dumps(table, indent=1))  # the driver keeps every shard
+            atomic_write_json(shard.path, table, indent=1)  # the driver keeps every shard
             on_batch(len(shard.plan.ops))
             return LatencyTable.load(shard.path)
 

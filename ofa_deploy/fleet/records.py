@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.files import atomic_write_text
+from ofa_deploy.files import atomic_write_json
 
 RECORDS_DIR = "deployments"
 
@@ -141,7 +141,7 @@ def record_path(bundle: Path, device: str) -> Path:
 def write_record(bundle: Path, record: DeploymentRecord) -> Path:
     """Write ``record`` atomically into the bundle's deployments folder; returns its path."""
     path = record_path(bundle, record.device)
-    atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
+    atomic_write_json(path, record.to_dict(), indent=2)
     return path
 
 

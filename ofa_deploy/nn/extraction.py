@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_write_text
+from ofa_deploy.files import atomic_write_json
 from ofa_deploy.nn.mobilenet_v3 import MobileNetV3, save_net_config
 from ofa_deploy.nn.supernet import OFAMobileNetV3, load_supernet
 from ofa_deploy.space.arch import Arch
@@ -57,5 +56,5 @@ def extract_subnet(
     config_path, weights_path = out_dir / NET_CONFIG_FILE, out_dir / STATE_DICT_FILE
     save_net_config(net, config_path)
     torch.save(net.state_dict(), weights_path)
-    atomic_write_text(out_dir / ARCH_FILE, json.dumps({**arch.to_dict(), "width_mult": w}, indent=2) + "\n")
+    atomic_write_json(out_dir / ARCH_FILE, {**arch.to_dict(), "width_mult": w}, indent=2)
     return ExtractionResult(net, w, weights, config_path, weights_path)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_write_text
+from ofa_deploy.files import atomic_write_json
 from ofa_deploy.nn.layers import ConvLayer, LinearLayer, ResidualBlock, layer_from_config, set_bn_param
 from ofa_deploy.space.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
 from ofa_deploy.space.geometry import width_mult_for_first_conv
@@ -179,7 +179,7 @@ def build_from_net_config(path_or_config: str | Path | dict[str, Any]) -> Mobile
 
 def save_net_config(net: MobileNetV3 | ProxylessNASNets, path: str | Path) -> None:
     """Write the network's ``net.config`` (official layout) atomically."""
-    atomic_write_text(Path(path), json.dumps(net.config, indent=4) + "\n")
+    atomic_write_json(Path(path), net.config, indent=4)
 
 
 def arch_of_net_config(config: dict[str, Any], resolution: int) -> tuple[Arch, float]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_write_bytes, atomic_write_text
+from ofa_deploy.files import atomic_write_bytes, atomic_write_json
 
 SUPERNET_FILE = "supernet.pth"
 SUPERNET_INFO_FILE = "supernet.json"
@@ -79,7 +79,7 @@ class TrainingDirectory:
         weights = official_state_dict(net)
         save_torch(self.phase_path(phase), weights)
         save_torch(self.root / SUPERNET_FILE, weights)
-        atomic_write_text(self.root / SUPERNET_INFO_FILE, json.dumps(info, indent=2) + "\n")
+        atomic_write_json(self.root / SUPERNET_INFO_FILE, info, indent=2)
 
     def append_log(self, records: list[dict[str, Any]]) -> None:
         """Append JSON lines (a crash may leave a partial last line; readers skip it)."""
