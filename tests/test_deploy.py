@@ -215,6 +215,10 @@ def test_bad_targets(bundle, profile_yaml, phones, capsys):
     dup = ["--serial", phones[0].serial] * 2
     assert main(["deploy", str(bundle), "--device", str(profile_yaml), *dup]) == 2
     assert "named twice" in capsys.readouterr().err
+    host, port = phones[0].serial.rsplit(":", 1)
+    alias = ["--serial", phones[0].serial, "--serial", f"{host}_{port}"]  # two ids, one record file
+    assert main(["deploy", str(bundle), "--device", str(profile_yaml), *alias]) == 2
+    assert "would share one file" in capsys.readouterr().err
     assert main(["benchmark", str(bundle), "--backend", "adb", "--serial", "a:1", "--serial", "b:2"]) == 2
     assert "uses one target" in capsys.readouterr().err
     assert main(["deploy", str(bundle), "--device", str(profile_yaml), "--tolerance", "0"]) == 2

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from ofa_deploy.cli.main import main
+from ofa_deploy.errors import BadInputError
 from ofa_deploy.fleet.sharding import anchor_keys, disagreeing_devices, merge_shards, shard_dir, split_plan
 from ofa_deploy.latency.metadata import TableMetadata
 from ofa_deploy.latency.profiling import ProfilePlan
@@ -131,8 +132,10 @@ def test_split_covers_every_key_once_plus_shared_anchors(tmp_path):
     assert sorted(seen) == sorted(set(plan.ops) - anchors) and len(seen) == len(set(seen))
     assert all(anchors <= set(s.plan.ops) for s in shards)
     assert split_plan(plan, ["a"], tmp_path / "t.json")[0].plan.ops.keys() == plan.ops.keys()
-    with pytest.raises(Exception, match="named twice"):
+    with pytest.raises(BadInputError, match="named twice"):
         split_plan(plan, ["a", "a"], tmp_path / "t.json")
+    with pytest.raises(BadInputError, match="'10.0.0.1:5555' and '10.0.0.1_5555' would share one file"):
+        split_plan(plan, ["10.0.0.1:5555", "10.0.0.1_5555"], tmp_path / "t.json")  # one shard file for both
 
 
 def test_merge_flags_only_the_device_beyond_noise(tmp_path):

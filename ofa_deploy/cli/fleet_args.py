@@ -10,7 +10,7 @@ import argparse
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.registry import backend_class
 from ofa_deploy.cli.common import make_backend, repeated_flag, with_flag
-from ofa_deploy.errors import BadInputError, TargetUnavailableError
+from ofa_deploy.errors import TargetUnavailableError
 from ofa_deploy.fleet.targets import BackendSpec
 
 
@@ -49,8 +49,9 @@ def specs_from_args(args: argparse.Namespace, profile, base=None, recorded=None,
         devices = Cluster.connect(args.cluster).devices(name, model)
         if not devices:
             raise TargetUnavailableError(f"the cluster at {args.cluster} advertises no '{name}' device")
-    if len(set(devices)) != len(devices):
-        raise BadInputError(f"{option.flag if option else 'device'}: a device is named twice")
+    from ofa_deploy.fleet.records import require_distinct_devices
+
+    require_distinct_devices(devices, option.flag if option else "device")
     specs = {}
     for device in devices or [None]:
         one = with_flag(args, option.flag, device) if option and device is not None else args

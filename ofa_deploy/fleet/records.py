@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ofa_deploy.errors import BadInputError
 from ofa_deploy.files import atomic_write_json
 
 RECORDS_DIR = "deployments"
@@ -38,6 +40,21 @@ def device_file_name(device: str) -> str:
     """A file name for a device id (``127.0.0.1:5555`` -> ``127.0.0.1_5555``)."""
     name = _UNSAFE.sub("_", device).strip("._") or "device"
     return name[:120]
+
+
+def require_distinct_devices(devices: Sequence[str], what: str = "device") -> None:
+    """BadInputError unless every id is named once and gets a file name of its own (records and shards
+    are kept per device: ``10.0.0.1:5555`` and ``10.0.0.1_5555`` would share one)."""
+    if len(set(devices)) != len(devices):
+        raise BadInputError(f"{what}: a device is named twice")
+    seen: dict[str, str] = {}
+    for device in devices:
+        other = seen.setdefault(device_file_name(device), device)
+        if other != device:
+            raise BadInputError(
+                f"{what}: devices {other!r} and {device!r} would share one file ({device_file_name(device)}.json) "
+                "for their records and shards; name one of them differently"
+            )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.fleet.records import device_file_name
+from ofa_deploy.fleet.records import device_file_name, require_distinct_devices
 from ofa_deploy.latency.profiling import ProfilePlan
 from ofa_deploy.latency.table import LatencyTable
 
@@ -69,8 +69,7 @@ def split_plan(plan: ProfilePlan, devices: Sequence[str], out: Path, anchors: in
     """One shard per device: round-robin keys plus the anchors (for more than one device)."""
     if not devices:
         raise BadInputError("no device to profile on")
-    if len(set(devices)) != len(devices):
-        raise BadInputError("a device is named twice")
+    require_distinct_devices(devices)
     common = anchor_keys(plan, anchors) if len(devices) > 1 else []
     rest = [k for k in plan.ops if k not in common]
     shards = []
