@@ -137,6 +137,15 @@ def atomic_write_json(path: Path, document: Any, **dumps_kwargs: Any) -> None:
     atomic_write_text(path, strict_json(document, **dumps_kwargs) + "\n")
 
 
+def atomic_write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` of ``obj`` (tensors, state dicts), written atomically."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def atomic_write_figure(path: Path, figure, **savefig_kwargs) -> None:
     """A matplotlib figure saved atomically (rendered to memory first)."""
     buffer = io.BytesIO()

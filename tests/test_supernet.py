@@ -197,3 +197,15 @@ def test_largest_subnet_equals_supernet_at_full_size():
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
         assert torch.allclose(net(x), net.get_active_subnet().eval()(x), atol=1e-5)
+
+
+def test_random_weights_leave_the_callers_random_state_alone():
+    from ofa_deploy.nn.extraction import build_subnet
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first, _, weights = build_subnet(smallest_arch(128), seed=1)
+    assert weights == "random" and torch.equal(torch.rand(3), expected)
+    again, _, _ = build_subnet(smallest_arch(128), seed=1)  # still seeded: the same weights every time
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

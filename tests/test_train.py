@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,17 @@ def test_an_existing_run_is_not_overwritten(tiny_run, capsys):
 def test_a_finished_run_resumes_to_nothing_left(tiny_run, capsys):
     code, out, _ = run_cli(["train", *TINY, "--out", str(tiny_run), "--resume", "--json"], capsys)
     assert code == 0 and json.loads(out)["completed"] == list(PHASE_NAMES)
+
+
+def test_a_state_from_another_version_is_one_line_on_resume(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = torch.load(run / "train_state.pth", weights_only=True)
+    state["settings"]["a_field_from_a_later_version"] = 1
+    torch.save(state, run / "train_state.pth")
+    code, _, err = run_cli(["train", *TINY, "--out", str(run), "--resume"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot read" in err and "a_field_from_a_later_version" in err
 
 
 @pytest.mark.parametrize(

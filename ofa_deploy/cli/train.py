@@ -91,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
     directory = TrainingDirectory(out)
     settings = _settings(args)  # validates the flags even when resuming
     if args.resume:
-        stored = TrainSettings.from_dict(directory.load_state()["settings"])
+        try:
+            stored = TrainSettings.from_dict(directory.load_state()["settings"])
+        except (KeyError, TypeError, ValueError) as exc:  # written by another version, or damaged
+            raise BadInputError(
+                f"--resume: {directory.state_path} holds training settings this version cannot read "
+                f"({type(exc).__name__}: {exc}); start a new run with another --out"
+            ) from None
         if stored.dataset != settings.dataset:
             raise BadInputError(f"--resume: {out} was trained on '{stored.dataset}', not '{settings.dataset}'")
         settings = stored

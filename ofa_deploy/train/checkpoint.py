@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.files import atomic_write_bytes, atomic_write_json
+from ofa_deploy.files import atomic_write_json, atomic_write_torch
 
 SUPERNET_FILE = "supernet.pth"
 SUPERNET_INFO_FILE = "supernet.json"
@@ -30,13 +29,6 @@ LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "train_curves.png"
 PHASE_DIR = "phases"
 STATE_FORMAT = "ofa-deploy-train-state/1"
-
-
-def save_torch(path: Path, obj: Any) -> None:
-    """``torch.save`` of ``obj`` to ``path``, written atomically."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def official_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -61,7 +53,7 @@ class TrainingDirectory:
         return self.state_path.is_file()
 
     def save_state(self, state: dict[str, Any]) -> None:
-        save_torch(self.state_path, {"format": STATE_FORMAT, **state})
+        atomic_write_torch(self.state_path, {"format": STATE_FORMAT, **state})
 
     def load_state(self) -> dict[str, Any]:
         try:
@@ -77,8 +69,8 @@ class TrainingDirectory:
     def save_phase(self, phase: str, net: torch.nn.Module, info: dict[str, Any]) -> None:
         """The end of a phase: its checkpoint, then ``supernet.pth`` and its description."""
         weights = official_state_dict(net)
-        save_torch(self.phase_path(phase), weights)
-        save_torch(self.root / SUPERNET_FILE, weights)
+        atomic_write_torch(self.phase_path(phase), weights)
+        atomic_write_torch(self.root / SUPERNET_FILE, weights)
         atomic_write_json(self.root / SUPERNET_INFO_FILE, info, indent=2)
 
     def append_log(self, records: list[dict[str, Any]]) -> None:
