@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -197,10 +198,10 @@ def test_search_cli_pareto_and_errors(reference_dir, tmp_path, capsys):
         ]
     )
     assert code == 0
+    assert "note: --pareto searches with population 100 and 20 generations" in capsys.readouterr().err  # said
     assert (out.parent / "pareto.png").stat().st_size > 10_000
     rows = (out.parent / "pareto.csv").read_text().splitlines()
     assert rows[0].startswith("latency_ms,flops_m_proxy") and len(rows) > 5
-    capsys.readouterr()
     assert main(["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "4", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "smallest reachable" in err[0]
@@ -220,3 +221,55 @@ def test_search_cli_pareto_and_errors(reference_dir, tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_an_accuracy_predictor_of_another_width_is_refused(reference_dir, predictor, tmp_path, capsys):
+    """The official predictor is for w1.2 sub-networks: searching w1.0 tables with it (search, demo) is
+    exit 2 with one line naming both widths, before any work; a toolkit predictor keeps its width."""
+    assert predictor.width_mult == 1.2
+    lut = tmp_path / "w1.0.json"
+    assert main(["profile", "--device", "dpu-b4096", "--resolutions", "160", "--out", str(lut), "--no-progress"]) == 0
+    capsys.readouterr()
+    official = str(reference_dir / "acc_predictor.pth")
+    code = main(
+        [
+            "search",
+            "--lut",
+            str(lut),
+            "--latency-ms",
+            "20",
+            "--accuracy-predictor",
+            official,
+            "--out",
+            str(tmp_path / "a.json"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "w1.2 sub-networks" in err[0] and "tables are w1" in err[0], err
+    assert not (tmp_path / "a.json").exists()
+    demo = ["demo", "--device", "dpu-b4096", "--resolutions", "160", "--accuracy-predictor", official]
+    assert main([*demo, "--out", str(tmp_path / "demo")]) == 2
+    assert "w1.2 sub-networks" in capsys.readouterr().err
+    assert not list((tmp_path / "demo").glob("*.lut.json"))  # refused before profiling
+    trained_on_w10 = dataclasses.replace(predictor, meta={**predictor.meta, "width_mult": 1.0})  # its file says so
+    trained_on_w10.save(tmp_path / "w1.0.npz")
+    assert load_accuracy_predictor(tmp_path / "w1.0.npz").width_mult == 1.0
+    code = main(
+        [
+            "search",
+            "--lut",
+            str(lut),
+            "--latency-ms",
+            "20",
+            "--accuracy-predictor",
+            str(tmp_path / "w1.0.npz"),
+            "--generations",
+            "5",
+            "--population",
+            "20",
+            "--out",
+            str(tmp_path / "b.json"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0

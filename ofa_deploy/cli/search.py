@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pareto",
         action="store_true",
-        help="NSGA-II: write pareto.csv and pareto.png (accuracy vs latency on the first LUT)",
+        help="NSGA-II: write pareto.csv and pareto.png (accuracy vs latency on the first LUT); "
+        "the front needs a population of at least 100 and at most 300 generations (raised/capped, with a note)",
     )
     p.add_argument("--out", required=True, help="Arch JSON to write (with its predicted metrics)")
     p.add_argument("--no-progress", action="store_true")
@@ -46,6 +47,9 @@ def _unique_names(tables) -> list[str]:
     return names
 
 
+PARETO_MIN_POPULATION, PARETO_MAX_GENERATIONS = 100, 300  # NSGA-II: enough points for a front, in seconds
+
+
 def run(args: argparse.Namespace) -> int:
     """Search the best arch under every ``--lut``'s latency limit and the other limits; write it to ``--out``."""
     from ofa_deploy.cli.output import format_table, info, print_json
@@ -53,14 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.latency.table import load_lut
     from ofa_deploy.reports.pareto import write_pareto
     from ofa_deploy.search.evolution import (
-        Objective,
+        choose_objective,
         common_resolutions,
         evolutionary_search,
         latency_constraint,
         metric_constraint,
         pareto_search,
     )
-    from ofa_deploy.search.predictors import load_accuracy_predictor
     from ofa_deploy.space.analytics import arch_stats
     from ofa_deploy.space.arch import RESOLUTIONS, ArchBatch, check_width_mult, save_arch_file
 
@@ -85,19 +88,22 @@ def run(args: argparse.Namespace) -> int:
         )
         if limit is not None
     ]
-    if args.accuracy_predictor:
-        objective = Objective.accuracy(load_accuracy_predictor(args.accuracy_predictor))
-    else:
-        objective = Objective.flops_proxy(width_mult, resolutions)
+    objective = choose_objective(args.accuracy_predictor, width_mult, resolutions)
     out = Path(args.out)
     if args.pareto:
+        population, generations = (
+            max(args.population, PARETO_MIN_POPULATION),
+            min(args.generations, PARETO_MAX_GENERATIONS),
+        )
+        if (population, generations) != (args.population, args.generations):
+            info(f"note: --pareto searches with population {population} and {generations} generations")
         front = pareto_search(
             objective,
             latency[0],
             latency[1:] + others,
             resolutions,
-            population=max(args.population, 100),
-            generations=min(args.generations, 300),
+            population=population,
+            generations=generations,
             seed=args.seed,
             progress=not args.no_progress,
         )

@@ -27,8 +27,7 @@ from ofa_deploy.latency.table import load_lut
 from ofa_deploy.latency.validation import validate
 from ofa_deploy.reports.pareto import write_pareto
 from ofa_deploy.reports.validation import write_outputs
-from ofa_deploy.search.evolution import Objective, evolutionary_search, latency_constraint, pareto_search
-from ofa_deploy.search.predictors import load_accuracy_predictor
+from ofa_deploy.search.evolution import choose_objective, evolutionary_search, latency_constraint, pareto_search
 from ofa_deploy.space.arch import ArchBatch, check_width_mult, largest_arch, save_arch_file
 
 
@@ -87,6 +86,8 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     device = load_profile(opts.device)
     backend = stack.enter_context(device.create_backend(threads=opts.threads))
     w = check_width_mult(opts.width_mult)
+    res = tuple(sorted(opts.resolutions))
+    objective = choose_objective(opts.accuracy_predictor, w, res)  # a wrong predictor stops here, before any work
     meta = profile_metadata(backend, device.name)
     result.facts.update(
         machine=describe_host(),
@@ -125,11 +126,6 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
 
     # 3. search
     started = time.time()
-    res = tuple(sorted(opts.resolutions))
-    if opts.accuracy_predictor:
-        objective = Objective.accuracy(load_accuracy_predictor(opts.accuracy_predictor))
-    else:
-        objective = Objective.flops_proxy(w, res)
     budgets = opts.budgets or auto_budgets(table, res)
     _say(f"[3/5] searching ({objective.name}) at budgets {list(budgets)} ms and for the Pareto front")
     front = pareto_search(objective, latency_constraint(table, max(budgets) * 1.25), [], res, seed=opts.seed)

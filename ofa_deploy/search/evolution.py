@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.latency.table import LatencyTable
-from ofa_deploy.search.predictors import MLPPredictor
+from ofa_deploy.search.predictors import MLPPredictor, load_accuracy_predictor
 from ofa_deploy.space.analytics import metric_tables
 from ofa_deploy.space.arch import Arch, ArchBatch, crossover_batch, mutate_batch, sample_batch
 
@@ -87,6 +88,23 @@ class Objective:
     def flops_proxy(cls, width_mult: float, resolutions: Sequence[int]) -> Objective:
         table = metric_tables(width_mult, tuple(resolutions))["flops_m"]
         return cls("FLOPs (proxy for accuracy: no accuracy predictor given)", table.evaluate, False)
+
+
+def choose_objective(predictor_path: str | Path | None, width_mult: float, resolutions: Sequence[int]) -> Objective:
+    """What ``search`` and ``demo`` maximise: the accuracy predictor's top-1 when one is given, else FLOPs
+    as a labelled proxy. A predictor made for another width multiplier than the latency tables' is
+    refused (BadInputError): its accuracies would be those of other networks."""
+    if not predictor_path:
+        return Objective.flops_proxy(width_mult, resolutions)
+    predictor = load_accuracy_predictor(predictor_path)
+    made_for = predictor.width_mult
+    if made_for is not None and abs(made_for - width_mult) > 1e-9:
+        raise BadInputError(
+            f"{predictor_path}: an accuracy predictor for w{made_for:g} sub-networks, but the latency tables are "
+            f"w{width_mult:g} (its accuracies would be of other networks); use tables of w{made_for:g} "
+            f"(--width-mult {made_for:g}) or a predictor trained on w{width_mult:g}"
+        )
+    return Objective.accuracy(predictor)
 
 
 @dataclass

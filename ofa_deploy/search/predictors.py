@@ -45,6 +45,10 @@ def encode(batch: ArchBatch) -> np.ndarray:
     return feats
 
 
+# The OFA tutorial's acc_predictor.pth was trained on sub-networks of ofa_mbv3_d234_e346_k357_w1.2.
+OFFICIAL_PREDICTOR_WIDTH = 1.2
+
+
 @dataclass
 class MLPPredictor:
     """ReLU MLP over the encoding; ``weights[i]`` is (out, in) like torch's Linear."""
@@ -97,7 +101,14 @@ class MLPPredictor:
         return self.predict_features(encode(batch))
 
     def predict(self, arch: Arch) -> float:
+        """Predicted top-1 accuracy (0..1) of one arch."""
         return float(self.predict_batch(ArchBatch.from_archs([arch]))[0])
+
+    @property
+    def width_mult(self) -> float | None:
+        """The width multiplier of the sub-networks it was trained on, where its file says (else None)."""
+        value = self.meta.get("width_mult")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def save(self, path: str | Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
@@ -134,7 +145,8 @@ def load_official(path: str | Path) -> MLPPredictor:
         raise BadInputError(f"{path}: no MLP layers found (keys {sorted(map(str, state))[:4]})")
     weights = [w.float().numpy() for w, _ in tensors]
     biases = [b.float().numpy() for _, b in tensors]
-    return MLPPredictor(weights, biases, meta={"origin": "official OFA tutorial predictor"}, source=str(path))
+    meta = {"origin": "official OFA tutorial predictor", "width_mult": OFFICIAL_PREDICTOR_WIDTH}
+    return MLPPredictor(weights, biases, meta=meta, source=str(path))
 
 
 def load_accuracy_predictor(path: str | Path) -> MLPPredictor:
