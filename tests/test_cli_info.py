@@ -116,3 +116,20 @@ def test_console_script_runs():
     """The installed entry point, as a user calls it."""
     result = subprocess.run([sys.executable, "-m", "ofa_deploy.cli.main", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "info" in result.stdout
+
+
+def test_global_flags_work_before_or_after_every_verb(tmp_path, capsys):
+    import argparse
+
+    from ofa_deploy.cli.main import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, verb in verbs.items():
+        assert {"-v", "--verbose", "-q", "--quiet"} <= set(verb._option_string_actions), name
+    assert parser.parse_args(["info", "--arch", "a.json"]).verbose is False
+    assert parser.parse_args(["-v", "info", "--arch", "a.json"]).verbose is True  # not reset by the verb
+    assert parser.parse_args(["info", "--arch", "a.json", "-v"]).verbose is True
+    assert parser.parse_args(["info", "--arch", "a.json", "--quiet"]).quiet is True
+    code = main(["info", "--arch", str(tmp_path / "missing.json"), "-v"])
+    assert code == 2 and "Traceback" in capsys.readouterr().err  # -v after the verb: the traceback is shown

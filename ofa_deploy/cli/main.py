@@ -50,6 +50,10 @@ VERBS = (
 )
 
 
+VERBOSE_HELP = "debug messages, and tracebacks on errors"
+QUIET_HELP = "only warnings and errors on stderr"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ofa-deploy`` parser: global flags and every verb's sub-parser (backend plugins are discovered here)."""
     parser = argparse.ArgumentParser(
@@ -57,11 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Profile, predict, search, compile and ship Once-for-All sub-networks for your devices.",
     )
     parser.add_argument("--version", action="version", version=f"ofa-deploy {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages, and tracebacks on errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         verb.add_parser(subparsers)
+    for sub in subparsers.choices.values():  # the global flags work after the verb too (`info ... -v`)
+        global_flags = sub.add_argument_group("global flags (also before the verb)")
+        global_flags.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        global_flags.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     return parser
 
 
