@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ofa_deploy.errors import RuntimeMissingError
+from ofa_deploy.graph.onnx_module import onnx_module
 
 __all__ = [
     "make_divisible",
@@ -36,14 +36,6 @@ __all__ = [
 
 OPSET = 17
 CLASSES = 1000
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise RuntimeMissingError("the 'onnx' package is not installed: pip install 'ofa-deploy[onnx]'") from None
-    return onnx
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -61,7 +53,7 @@ class _Net:
     def __init__(self, name: str, size: int, weights: str) -> None:
         if weights not in ("inputs", "zeros"):
             raise ValueError(f"weights must be 'inputs' or 'zeros', not {weights!r}")
-        self.onnx = _onnx()
+        self.onnx = onnx_module()
         helper = self.onnx.helper
         self.name, self.weights = name, weights
         self.nodes: list = []

@@ -133,3 +133,22 @@ def test_global_flags_work_before_or_after_every_verb(tmp_path, capsys):
     assert parser.parse_args(["info", "--arch", "a.json", "--quiet"]).quiet is True
     code = main(["info", "--arch", str(tmp_path / "missing.json"), "-v"])
     assert code == 2 and "Traceback" in capsys.readouterr().err  # -v after the verb: the traceback is shown
+
+
+def test_quiet_hides_progress_bars_on_a_terminal(tmp_path, monkeypatch):
+    """-q (before or after the verb): warnings and errors only, so no progress bar either."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def stderr_of(before: list[str], after: list[str]) -> str:
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        out = tmp_path / f"t{len(list(tmp_path.iterdir()))}.json"
+        profile = ["profile", "--device", "dpu-b4096", "--resolutions", "160", "--out", str(out)]
+        assert main([*before, *profile, *after]) == 0
+        return sys.stderr.getvalue()
+
+    assert "profiling" in stderr_of([], [])  # a bar (and the notes) on a terminal by default
+    assert stderr_of(["-q"], []) == "" and stderr_of([], ["-q"]) == ""

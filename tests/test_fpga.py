@@ -186,7 +186,8 @@ def test_sweep_dpu_prints_and_plots_the_design_space(tmp_path, capsys):
     assert fps[1] > fps[0] and fps == sorted(fps)  # more cores, more frames (DDR-capped)
     assert plot.stat().st_size > 10_000
     assert main(["estimate", "--backend", "onnxruntime", "--model", str(model)]) == 2
-    assert "times models" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "times models" in err and "--backend fpga" in err and "ofa-deploy compile --arch" in err  # what works
 
 
 def test_compile_and_benchmark_a_bundle(tmp_path, capsys):

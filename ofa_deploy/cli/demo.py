@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         supernet=args.supernet,
         threads=args.threads,
         generations=args.generations,
+        progress=not args.quiet,
     )
     started = time.time()
     with _caches_inside(opts.out / ".cache"):

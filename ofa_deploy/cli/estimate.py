@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     with make_backend(args, device) as backend:
         if not isinstance(backend, AnalyticalBackend):
             raise BadInputError(
-                f"backend '{backend.name}' times models instead of estimating them: compile the model and run "
-                "`ofa-deploy benchmark`, or pick an analytical backend (fpga)"
+                f"backend '{backend.name}' times models on a target rather than estimating them; `estimate` needs "
+                "an analytical backend (--backend fpga). To time a sub-network there: `ofa-deploy compile --arch "
+                "ARCH.json` for it, then `ofa-deploy benchmark BUNDLE`"
             )
         report = backend.estimate_layers(layers)
         document = {"model": str(args.model), "backend": backend.name, "device": device.name if device else None}

@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(known.verbose, known.quiet)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet and hasattr(args, "no_progress"):  # -q: warnings and errors only, no progress bars either
+        args.no_progress = True
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

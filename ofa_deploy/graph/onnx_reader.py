@@ -67,7 +67,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ofa_deploy.errors import BadInputError, RuntimeMissingError
+from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.layers import (
     ADD,
     AVGPOOL,
@@ -90,6 +90,7 @@ from ofa_deploy.graph.layers import (
     Layer,
     Shape,
 )
+from ofa_deploy.graph.onnx_module import onnx_module
 from ofa_deploy.inputs import MODEL_FILE_LIMIT, read_input_bytes
 
 __all__ = ["layers_from_onnx"]
@@ -126,14 +127,6 @@ _ACTIVATIONS = {
 _FOLD_PAD_INTO = {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise RuntimeMissingError("the 'onnx' package is not installed: pip install 'ofa-deploy[onnx]'") from None
-    return onnx
-
-
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0].strip() if text else type(error).__name__
@@ -143,7 +136,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _load(model: Any, source: str | None) -> tuple[Any, str]:
-    onnx = _onnx()
+    onnx = onnx_module()
     if isinstance(model, onnx.ModelProto):
         return model, source or model.graph.name or "<onnx model>"
     if isinstance(model, bytes | bytearray | memoryview):
@@ -166,7 +159,7 @@ def _load(model: Any, source: str | None) -> tuple[Any, str]:
 def _external_tensors(graph, top: bool) -> Iterator[str]:
     """Names of the tensors whose data is in an external file, except the top graph's initializers and
     Constant values (the reader uses their shapes only), in subgraphs too."""
-    external = _onnx().TensorProto.EXTERNAL
+    external = onnx_module().TensorProto.EXTERNAL
     if not top:
         yield from (t.name for t in graph.initializer if t.data_location == external)
     for sparse in graph.sparse_initializer:
@@ -204,7 +197,7 @@ class _Model:
     """The graph's constants, data inputs and tensor shapes (after shape inference at batch 1)."""
 
     def __init__(self, model, source: str) -> None:
-        onnx = _onnx()
+        onnx = onnx_module()
         self.onnx, self.source = onnx, source
         graph = model.graph
         self.nodes = list(graph.node)
@@ -433,7 +426,7 @@ def _channels_last(shape: tuple[int, ...]) -> Shape:
 def _attr(node, name: str, default=None):
     for a in node.attribute:
         if a.name == name:
-            return _onnx().helper.get_attribute_value(a)
+            return onnx_module().helper.get_attribute_value(a)
     return default
 
 

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ofa_deploy.errors import RuntimeMissingError
 from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
+from ofa_deploy.graph.onnx_module import onnx_module
 
 OPSET = 18
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise RuntimeMissingError("the 'onnx' package is not installed: pip install 'ofa-deploy[onnx]'") from None
-    return onnx
-
-
 def to_onnx(graph: Graph, name: str = "ofa_subnet"):
     """The ``onnx.ModelProto`` of the graph (input ``input`` NCHW float32, output ``output``)."""
-    onnx = _onnx()
+    onnx = onnx_module()
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     nodes, inits = [], []
 

@@ -47,6 +47,7 @@ class DemoOptions:
     threads: int | None = None
     generations: int = 300
     seed: int = 0
+    progress: bool = True  # bars on a terminal (-q: none)
 
 
 @dataclass
@@ -108,7 +109,8 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
         f"[1/5] latency table: {len(plan.ops)} operators at r={list(opts.resolutions)} on {backend.name} "
         f"({'reusing ' + str(lut_path) if existing else 'profiling'})"
     )
-    table = profile(backend, plan, lut_path, meta, resume=lut_path.exists(), progress=sys.stderr.isatty())
+    bars = opts.progress and sys.stderr.isatty()
+    table = profile(backend, plan, lut_path, meta, resume=lut_path.exists(), progress=bars)
     result.facts.update(lut=str(lut_path), lut_keys=len(plan.ops), lut_reused=existing > 0, drift=drift_ratio(table))
     result.steps.append(("profile", time.time() - started))
 
@@ -116,7 +118,7 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     started = time.time()
     _say(f"[2/5] validating the table on {opts.samples} sub-networks measured end to end")
     e2e = stack.enter_context(device.create_backend(threads=backend.timing.threads, instances=2))
-    validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=sys.stderr.isatty())
+    validation = validate(table, e2e, opts.samples, seed=opts.seed, progress=bars)
     paths = write_outputs(validation, out / "validation")
     table.calibration = validation.calibration
     with output_lock(lut_path):  # the lock every LUT writer takes
