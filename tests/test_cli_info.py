@@ -152,3 +152,15 @@ def test_quiet_hides_progress_bars_on_a_terminal(tmp_path, monkeypatch):
 
     assert "profiling" in stderr_of([], [])  # a bar (and the notes) on a terminal by default
     assert stderr_of(["-q"], []) == "" and stderr_of([], ["-q"]) == ""
+
+
+def test_a_mistyped_verb_backend_or_device_gets_a_suggestion(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["profle", "--out", str(tmp_path / "t.json")])
+    assert exited.value.code == 2 and "(did you mean 'profile'?)" in capsys.readouterr().err
+    assert main(["profile", "--backend", "onnxrutime", "--out", str(tmp_path / "t.json")]) == 2
+    assert "unknown backend 'onnxrutime' (did you mean 'onnxruntime'?)" in capsys.readouterr().err
+    assert main(["profile", "--device", "zcu012", "--out", str(tmp_path / "t.json")]) == 2
+    assert "unknown device 'zcu012' (did you mean 'zcu102'?)" in capsys.readouterr().err
+    assert main(["profile", "--device", "qwertyuiop", "--out", str(tmp_path / "t.json")]) == 2
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess

@@ -18,7 +18,7 @@ from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.registry import backend_class
 from ofa_deploy.backend.settings import parse_settings
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.errors import BadInputError, short_repr
+from ofa_deploy.errors import BadInputError, did_you_mean, short_repr
 from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions, check_width_mult
 
 _KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing", "settings"}
@@ -141,8 +141,8 @@ def load_profile(name_or_path: str) -> DeviceProfile:
         entry = _builtin_dir() / f"{name_or_path}.yaml"
         if not entry.is_file():
             raise BadInputError(
-                f"unknown device '{name_or_path}'; built-in profiles: {', '.join(builtin_profile_names())} "
-                "(or give a path to a profile YAML)"
+                f"unknown device '{name_or_path}'{did_you_mean(name_or_path, builtin_profile_names())}; built-in "
+                f"profiles: {', '.join(builtin_profile_names())} (or give a path to a profile YAML)"
             )
         text, source = entry.read_text(), f"device_profiles/{name_or_path}.yaml"
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.errors import BadInputError, OFADeployError
+from ofa_deploy.errors import BadInputError, OFADeployError, did_you_mean
 
 ENTRY_POINT_GROUP = "ofa_deploy.backends"
 TOOLKIT_DISTRIBUTION = "ofa-deploy"
@@ -93,7 +93,8 @@ def backend_class(name: str) -> type[Backend]:
     """The class of backend ``name``; unknown names are exit 2, a broken plugin exit 1, both one line."""
     entries = discover()
     if name not in entries:
-        raise BadInputError(f"unknown backend '{name}'; known backends: {', '.join(sorted(entries))}")
+        known = sorted(entries)
+        raise BadInputError(f"unknown backend '{name}'{did_you_mean(name, known)}; known backends: {', '.join(known)}")
     entry = entries[name]
     module_name, _, class_name = entry.target.partition(":")
     try:

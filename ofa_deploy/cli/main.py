@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ofa_deploy import __version__
 from ofa_deploy.cli import (
@@ -28,7 +30,7 @@ from ofa_deploy.cli import (
     validate,
 )
 from ofa_deploy.cli.output import printable
-from ofa_deploy.errors import OFADeployError
+from ofa_deploy.errors import OFADeployError, did_you_mean
 
 VERBS = (
     devices,
@@ -54,9 +56,19 @@ VERBOSE_HELP = "debug messages, and tracebacks on errors"
 QUIET_HELP = "only warnings and errors on stderr"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a suggestion for a mistyped verb or choice ("did you mean 'profile'?")."""
+
+    def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            message += did_you_mean(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ofa-deploy`` parser: global flags and every verb's sub-parser (backend plugins are discovered here)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ofa-deploy",
         description="Profile, predict, search, compile and ship Once-for-All sub-networks for your devices.",
     )
