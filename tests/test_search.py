@@ -230,46 +230,22 @@ def test_an_accuracy_predictor_of_another_width_is_refused(reference_dir, predic
     lut = tmp_path / "w1.0.json"
     assert main(["profile", "--device", "dpu-b4096", "--resolutions", "160", "--out", str(lut), "--no-progress"]) == 0
     capsys.readouterr()
-    official = str(reference_dir / "acc_predictor.pth")
-    code = main(
-        [
-            "search",
-            "--lut",
-            str(lut),
-            "--latency-ms",
-            "20",
-            "--accuracy-predictor",
-            official,
-            "--out",
-            str(tmp_path / "a.json"),
-        ]
-    )
+
+    def search(predictor_path, out: str) -> int:
+        quick = ["--generations", "5", "--population", "20", "--no-progress"]
+        args = ["--lut", str(lut), "--latency-ms", "20", "--accuracy-predictor", str(predictor_path), *quick]
+        return main(["search", *args, "--out", str(tmp_path / out)])
+
+    official = reference_dir / "acc_predictor.pth"
+    code = search(official, "a.json")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "w1.2 sub-networks" in err[0] and "tables are w1" in err[0], err
     assert not (tmp_path / "a.json").exists()
-    demo = ["demo", "--device", "dpu-b4096", "--resolutions", "160", "--accuracy-predictor", official]
+    demo = ["demo", "--device", "dpu-b4096", "--resolutions", "160", "--accuracy-predictor", str(official)]
     assert main([*demo, "--out", str(tmp_path / "demo")]) == 2
     assert "w1.2 sub-networks" in capsys.readouterr().err
     assert not list((tmp_path / "demo").glob("*.lut.json"))  # refused before profiling
     trained_on_w10 = dataclasses.replace(predictor, meta={**predictor.meta, "width_mult": 1.0})  # its file says so
     trained_on_w10.save(tmp_path / "w1.0.npz")
     assert load_accuracy_predictor(tmp_path / "w1.0.npz").width_mult == 1.0
-    code = main(
-        [
-            "search",
-            "--lut",
-            str(lut),
-            "--latency-ms",
-            "20",
-            "--accuracy-predictor",
-            str(tmp_path / "w1.0.npz"),
-            "--generations",
-            "5",
-            "--population",
-            "20",
-            "--out",
-            str(tmp_path / "b.json"),
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+    assert search(tmp_path / "w1.0.npz", "b.json") == 0
