@@ -97,7 +97,8 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def is_clash_warning(line: str) -> bool:
-    return DISTRIBUTION in line and "'onnxruntime'" in line and "refused" in line
+    """The refusal of the plugin's backend named like a built-in one, or of its profile named so."""
+    return DISTRIBUTION in line and "refused" in line and ("'onnxruntime'" in line or "'zcu102'" in line)
 
 
 def other_stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -157,14 +158,32 @@ def test_devices_lists_plugin_and_refuses_the_clash(site, work):
     assert ort["kind"] == "timed local runtime" and ort["plugin"] == ""
     assert ort["runtime"] == "onnxruntime" and ort["artifact_kinds"] == ["onnx"]
 
-    # exactly one line about the plugin package: the refusal, naming both packages
+    # the plugin's device profiles: its own is listed as its; the one named like a built-in is refused
+    profiles = {p["name"]: p for p in json.loads(result.stdout)["profiles"]}
+    edge = profiles["edge-npu"]
+    assert edge["backend"] == "roofline" and edge["plugin"] == f"{DISTRIBUTION} {PLUGIN_VERSION}"
+    assert edge["settings"]["peak_gflops"] == 200.0 and edge["available"] is True
+    assert profiles["zcu102"]["backend"] == "fpga" and profiles["zcu102"]["plugin"] is None  # still the built-in
+
+    # exactly two lines about the plugin package: the refusals, each naming both packages
     about_plugin = [line for line in result.stderr.splitlines() if DISTRIBUTION in line]
-    assert len(about_plugin) == 1, result.stderr
-    [line] = about_plugin
-    assert is_clash_warning(line)
-    assert f"{DISTRIBUTION} {PLUGIN_VERSION}" in line
-    assert re.search(r"\bofa-deploy(?![-\w])", line), line  # the toolkit itself, not just the plugin's name
+    assert len(about_plugin) == 2 and all(is_clash_warning(line) for line in about_plugin), result.stderr
+    for line in about_plugin:
+        assert f"{DISTRIBUTION} {PLUGIN_VERSION}" in line
+        assert re.search(r"\bofa-deploy(?![-\w])", line), line  # the toolkit itself, not just the plugin's name
     assert other_stderr_lines(result) == []
+
+
+def test_a_plugin_device_profile_configures_its_backend(site, work, lut):
+    """``--device edge-npu`` (shipped by the plugin): its backend and settings, recorded in the table."""
+    out = work / "edge.json"
+    ok(cli(site, f"profile --device edge-npu --resolutions {R} --no-progress --out", out, cwd=work))
+    meta = json.loads(out.read_text())["metadata"]
+    assert meta["device"] == "edge-npu" and meta["backend"] == "roofline"
+    assert meta["settings"]["peak_gflops"] == 200.0 and meta["settings"]["bandwidth_gbs"] == 25.0
+    default, edge = entries(lut[0]), entries(out)
+    assert set(edge) == set(default) and all(edge[k]["estimate"] <= default[k]["estimate"] for k in edge)
+    assert sum(edge[k]["estimate"] for k in edge) < 0.5 * sum(default[k]["estimate"] for k in edge)  # 4x faster
 
 
 # ---------------------------------------------------------------------- profile and predict

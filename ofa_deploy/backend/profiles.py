@@ -1,13 +1,24 @@
 """Device profiles: a name that expands to a full, validated target configuration.
 
-A profile is one YAML file in ``device_profiles/`` (installed as ``ofa_deploy.device_profiles``)
-or any path a user gives: the backend, its timing options and settings, and the width multiplier
-and resolutions to profile by default.
+A profile is one YAML file in ``device_profiles/`` (installed as ``ofa_deploy.device_profiles``),
+in a plugin's profile folder, or any path a user gives: the backend, its timing options and
+settings, and the width multiplier and resolutions to profile by default.
+
+A plugin ships profiles for its devices by naming a package folder of YAML files in its
+``pyproject.toml``::
+
+    [project.entry-points."ofa_deploy.device_profiles"]
+    myboards = "my_package.profiles"
+
+Each ``NAME.yaml`` there is then ``--device NAME`` and listed by ``devices``. A plugin profile whose
+name is taken (by a built-in or an earlier plugin) is refused with one warning naming both.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,11 +26,14 @@ from typing import Any
 import yaml
 
 from ofa_deploy.backend.interface import Backend
-from ofa_deploy.backend.registry import backend_class
+from ofa_deploy.backend.registry import TOOLKIT_DISTRIBUTION, backend_class, plugin_entry_points, provider_of
 from ofa_deploy.backend.settings import parse_settings
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError, did_you_mean, short_repr
 from ofa_deploy.space.arch import RESOLUTIONS, check_resolutions, check_width_mult
+
+PROFILE_ENTRY_POINT_GROUP = "ofa_deploy.device_profiles"
+log = logging.getLogger(__name__)
 
 _KEYS = {"name", "description", "backend", "width_mult", "resolutions", "timing", "settings"}
 
@@ -63,9 +77,61 @@ def _builtin_dir():
     return resources.files("ofa_deploy.device_profiles")
 
 
+def _yaml_files(folder: Any) -> dict[str, Any]:
+    """``NAME -> file`` of the ``NAME.yaml`` files in a package folder."""
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name)
+    return {p.name[: -len(".yaml")]: p for p in files}
+
+
 def builtin_profile_names() -> list[str]:
     """Names of the profiles shipped in ``ofa_deploy.device_profiles``, sorted."""
-    return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
+    return sorted(_yaml_files(_builtin_dir()))
+
+
+@dataclass(frozen=True)
+class NamedProfile:
+    """A profile known by name: its YAML file and the package that ships it."""
+
+    name: str
+    file: Any  # an importlib.resources Traversable
+    provider: str  # "ofa-deploy", or the plugin's distribution and version
+
+    @property
+    def builtin(self) -> bool:
+        return self.provider == TOOLKIT_DISTRIBUTION
+
+    @property
+    def source(self) -> str:
+        return f"device_profiles/{self.name}.yaml" if self.builtin else f"{self.name}.yaml of {self.provider}"
+
+
+@cache
+def named_profiles() -> dict[str, NamedProfile]:
+    """Every profile known by name: the built-in ones, then those plugins ship (clashes refused)."""
+    found = {name: NamedProfile(name, f, TOOLKIT_DISTRIBUTION) for name, f in _yaml_files(_builtin_dir()).items()}
+    for ep in plugin_entry_points(PROFILE_ENTRY_POINT_GROUP):
+        provider = provider_of(ep)
+        try:
+            files = _yaml_files(resources.files(ep.value))
+        except Exception as exc:  # a missing or broken package: its profiles are not there, the rest are
+            log.warning("device profiles of %s (%s) cannot be read (%s); skipped", provider, ep.value, exc)
+            continue
+        for name, file in files.items():
+            if name in found:
+                log.warning(
+                    "device profile '%s' from %s is refused: the name is already taken by %s",
+                    name,
+                    provider,
+                    "a built-in profile of ofa-deploy" if found[name].builtin else found[name].provider,
+                )
+                continue
+            found[name] = NamedProfile(name, file, provider)
+    return found
+
+
+def profile_names() -> list[str]:
+    """Names of every profile known by name (built-in and from plugins), sorted."""
+    return sorted(named_profiles())
 
 
 def _check_keys(mapping: dict, source: str, where: str) -> None:
@@ -127,7 +193,7 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
 
 
 def load_profile(name_or_path: str) -> DeviceProfile:
-    """A built-in profile by name, or a YAML file by path."""
+    """A profile by name (built-in or a plugin's), or a YAML file by path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -138,13 +204,16 @@ def load_profile(name_or_path: str) -> DeviceProfile:
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInputError(f"{source}: cannot read device profile ({exc})") from None
     else:
-        entry = _builtin_dir() / f"{name_or_path}.yaml"
-        if not entry.is_file():
+        entry = named_profiles().get(name_or_path)
+        if entry is None:
             raise BadInputError(
-                f"unknown device '{name_or_path}'{did_you_mean(name_or_path, builtin_profile_names())}; built-in "
-                f"profiles: {', '.join(builtin_profile_names())} (or give a path to a profile YAML)"
+                f"unknown device '{name_or_path}'{did_you_mean(name_or_path, profile_names())}; known "
+                f"profiles: {', '.join(profile_names())} (or give a path to a profile YAML)"
             )
-        text, source = entry.read_text(), f"device_profiles/{name_or_path}.yaml"
+        try:
+            text, source = entry.file.read_text(), entry.source
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{entry.source}: cannot read device profile ({exc})") from None
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # also: a 4300-digit int, nesting too deep
@@ -154,7 +223,8 @@ def load_profile(name_or_path: str) -> DeviceProfile:
 
 
 def default_profile_for(backend: str) -> DeviceProfile | None:
-    """The profile a backend names as its default, else the first built-in profile (by name) for it."""
+    """The profile a backend names as its default (a plugin's may name its own), else the first built-in
+    profile (by name) for it; a plugin's profiles are used only when named."""
     preferred = getattr(backend_class(backend), "default_profile", None)
     if preferred:
         return load_profile(preferred)

@@ -50,24 +50,27 @@ class BackendEntry:
         return self.distribution == TOOLKIT_DISTRIBUTION
 
 
-def _distribution(ep: importlib_metadata.EntryPoint) -> str:
+def provider_of(ep: importlib_metadata.EntryPoint) -> str:
+    """The distribution (name and version) that declares an entry point."""
     dist = getattr(ep, "dist", None)
     return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
+
+
+def plugin_entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
+    """The entry points of ``group``, by name; none (with one warning) when the metadata cannot be read."""
+    try:
+        return sorted(importlib_metadata.entry_points(group=group), key=lambda ep: ep.name)
+    except Exception as exc:  # a broken third-party distribution must not break the toolkit
+        log.warning("could not read the %s entry points (%s); only the built-in ones are available", group, exc)
+        return []
 
 
 @cache
 def discover() -> dict[str, BackendEntry]:
     """Backend name -> where it comes from: built-ins first, then plugins (clashes refused)."""
     entries = {name: BackendEntry(name, target, TOOLKIT_DISTRIBUTION) for name, target in BUILTIN_BACKENDS.items()}
-    try:
-        plugins = sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    except Exception as exc:  # a broken third-party distribution must not break the toolkit
-        log.warning(
-            "could not read the %s entry points (%s); only built-in backends are available", ENTRY_POINT_GROUP, exc
-        )
-        return entries
-    for ep in plugins:
-        provider = _distribution(ep)
+    for ep in plugin_entry_points(ENTRY_POINT_GROUP):
+        provider = provider_of(ep)
         if ep.name in entries:
             if entries[ep.name].target == ep.value:
                 continue  # the same class registered twice (e.g. the toolkit's own metadata): not a clash

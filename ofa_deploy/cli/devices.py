@@ -14,8 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """List the built-in device profiles, every loadable backend and the targets each one sees attached."""
-    from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
+    """List the device profiles (built-in and plugins'), every loadable backend and the targets each sees."""
+    from ofa_deploy.backend.profiles import load_profile, named_profiles
     from ofa_deploy.backend.registry import discover, loadable_backends
     from ofa_deploy.cli.output import format_table, print_json
 
@@ -27,15 +27,19 @@ def run(args: argparse.Namespace) -> int:
             status.plugin = entries[name].distribution
         statuses[name] = status
     profiles = []
-    for name in builtin_profile_names():
+    for name, named in named_profiles().items():
         profile = load_profile(name)
         status = statuses.get(profile.backend)
-        profiles.append({**profile.to_dict(), "available": bool(status and status.available)})
+        provider = None if named.builtin else named.provider  # a plugin's profile says whose it is
+        profiles.append({**profile.to_dict(), "available": bool(status and status.available), "plugin": provider})
     if args.json:
         print_json({"profiles": profiles, "backends": {name: asdict(s) for name, s in statuses.items()}})
         return 0
     print("Device profiles (use with --device NAME):")
-    rows = [(p["name"], p["backend"], "yes" if p["available"] else "no", p["description"]) for p in profiles]
+    rows = [
+        (p["name"], p["backend"], "yes" if p["available"] else "no", p["description"] + _from(p["plugin"]))
+        for p in profiles
+    ]
     print(format_table(["profile", "backend", "ready", "description"], rows))
     print("\nBackends:")
     rows = [
@@ -59,3 +63,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  none attached{': ' + s.reason if s.reason else ''}")
     return 0
+
+
+def _from(plugin: str | None) -> str:
+    return f" (from {plugin})" if plugin else ""

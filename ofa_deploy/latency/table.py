@@ -278,11 +278,11 @@ class LatencyTable:
 
     def _resume_flags(self) -> str:
         """The settings ``profile --resume`` must see again to accept the table (device, threads)."""
-        from ofa_deploy.backend.profiles import builtin_profile_names
+        from ofa_deploy.backend.profiles import profile_names
 
         flags = ""
         device = self.metadata.device
-        if device and device != self.metadata.backend and device in builtin_profile_names():
+        if device and device != self.metadata.backend and device in profile_names():
             flags += f" --device {device}"
         if self.metadata.threads is not None:
             flags += f" --threads {self.metadata.threads}"

@@ -1,0 +1,1 @@
+"""Device profiles this plugin ships (entry-point group ``ofa_deploy.device_profiles``)."""
