@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ofa_deploy.backend.artifact import COST_REPORT, Artifact
-from ofa_deploy.backend.interface import AnalyticalBackend, CliOption
+from ofa_deploy.backend.interface import AnalyticalBackend, CliOption, DesignSpace
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
 from ofa_deploy.backends.fpga_model import (
@@ -58,7 +59,7 @@ class FpgaSettings(BackendSettings):
             raise ValueError(f"hard_swish: 'cpu' or 'relu6', got {self.hard_swish!r}")
 
 
-class FpgaBackend(AnalyticalBackend):
+class FpgaBackend(AnalyticalBackend, DesignSpace):
     """The DPUCZDX8G by analytical cost model: estimates, no timing; bundles hold the ONNX and its cost report."""
 
     name = "fpga"
@@ -73,10 +74,11 @@ class FpgaBackend(AnalyticalBackend):
         CliOption("--hard-swish", "hard_swish", "'cpu' (ARM fall-back) or 'relu6' (substitute)", metavar="MODE"),
     )
 
-    @classmethod
-    def design_space(cls) -> list[str]:
-        """The DPU sizes ``estimate --sweep-dpu`` compares."""
-        return list(ARCHITECTURES)
+    def design_variants(self) -> list[tuple[dict[str, Any], FpgaBackend]]:
+        """Every DPU size with one to four cores (``estimate --sweep-dpu``), other settings as this one's."""
+        designs = [{"arch": arch, "cores": cores} for arch in ARCHITECTURES for cores in (1, 2, 3, 4)]
+        base = self.settings.to_dict()
+        return [(design, FpgaBackend(self.timing, "--sweep-dpu", **{**base, **design})) for design in designs]
 
     @property
     def config(self) -> DpuConfig:

@@ -50,6 +50,8 @@ from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
 from ofa_deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.space.ops import OpSpec
 
+VERIFY_TOLERANCE = 1e-4  # largest logit difference from torch over max(1, largest |logit|), float32 runtimes
+
 
 class TargetKind(str, Enum):
     """How a backend gets a latency: timed in this process, timed on a device, or estimated by a model."""
@@ -141,6 +143,13 @@ class Backend(ABC):
     # Set by a caller with a progress bar: called as (done, total) while one measure call times many
     # models together (a host runtime's interleaved rounds); None: nobody is watching.
     on_progress: Callable[[int, int], None] | None = None
+
+    @property
+    def verify_tolerance(self) -> float:
+        """Largest logit difference from torch, over max(1, largest |logit|), that ``compile``'s check of an
+        artifact accepts. Exact float32 runtimes keep the default; a backend whose kernels sum in another
+        order or in lower precision (GPU engines, fp16) states its own."""
+        return VERIFY_TOLERANCE
 
     def __init__(self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any):
         self.timing = timing or TimingOptions()
@@ -375,6 +384,16 @@ class RemoteDeviceBackend(Backend):
             f"backend '{self.name}' cannot deploy bundles (it does not implement install/remote_sha256/"
             "benchmark_installed; see docs/fleet.md)"
         )
+
+
+class DesignSpace(ABC):
+    """Role of a backend whose modelled hardware can be resized (``estimate --sweep-dpu``): it lists
+    every design it can stand for, each as the same backend configured as that design."""
+
+    @abstractmethod
+    def design_variants(self) -> list[tuple[dict[str, Any], Backend]]:
+        """``(what the design is, e.g. {"arch": "B4096", "cores": 2}, the backend configured so)`` for
+        every design, in the order a sweep reports them; other settings as this backend's."""
 
 
 class AnalyticalBackend(Backend):

@@ -71,25 +71,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _sweep(backend, layers, args) -> list[dict]:
     """Every architecture the backend's model knows, 1 to 4 cores, other settings as given."""
+    from ofa_deploy.backend.interface import DesignSpace
     from ofa_deploy.errors import BadInputError
 
-    sizes = getattr(type(backend), "design_space", None)
-    if sizes is None:
+    if not isinstance(backend, DesignSpace):
         raise BadInputError(f"--sweep-dpu: backend '{backend.name}' has no DPU sizes to sweep (use --backend fpga)")
     out = []
-    base = backend.settings.to_dict()
-    for arch in sizes():
-        for cores in (1, 2, 3, 4):
-            variant = type(backend)(backend.timing, "--sweep-dpu", **{**base, "arch": arch, "cores": cores})
-            report = variant.estimate_layers(layers)
-            out.append(
-                {
-                    "arch": arch,
-                    "cores": cores,
-                    "latency_ms": report.latency_ms,
-                    "throughput_fps": report.throughput_fps(cores),
-                }
-            )
+    for design, variant in backend.design_variants():
+        report = variant.estimate_layers(layers)
+        cores = design.get("cores", 1)
+        out.append({**design, "latency_ms": report.latency_ms, "throughput_fps": report.throughput_fps(cores)})
     return out
 
 
