@@ -287,7 +287,7 @@ class NvidiaBackend(LocalRuntimeBackend):
     def load(self, graph: Graph):
         return self._runner(with_batch(graph, self.settings.batch_size))
 
-    def _time_together(self, graphs: Sequence[Graph], reference: Reference | None) -> list[GpuLatencyStats]:
+    def time_graphs(self, graphs: Sequence[Graph], reference: Reference | None) -> list[GpuLatencyStats]:
         """One engine at a time, timed with CUDA events (engines hold GPU memory; not interleaved)."""
         return [self._time(graph, reference) for graph in graphs]
 

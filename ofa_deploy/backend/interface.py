@@ -266,8 +266,11 @@ class LocalRuntimeBackend(Backend):
     def load(self, graph: Graph) -> Callable[[], Any]:
         """Prepare ``graph`` (random input); return a callable that runs one inference."""
 
-    def _time_together(self, graphs: Sequence[Graph], reference: Reference | None) -> list[Measurement]:
-        """Load up to ``batch_size`` graphs at once and time them in interleaved rounds."""
+    def time_graphs(self, graphs: Sequence[Graph], reference: Reference | None) -> list[Measurement]:
+        """One measurement per graph: how this runtime times several models (``measure`` and
+        ``measure_networks`` both come here). By default, up to ``batch_size`` graphs are loaded at once
+        and timed in interleaved rounds; a runtime that cannot hold many models at once (GPU engines)
+        overrides it."""
         results: list[Measurement] = []
         size = max(1, self.batch_size)
         chunks = [graphs[start : start + size] for start in range(0, len(graphs), size)]
@@ -279,10 +282,10 @@ class LocalRuntimeBackend(Backend):
         return results
 
     def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
-        return dict(zip([op.key for op in ops], self._time_together([build_graph([op]) for op in ops], reference)))
+        return dict(zip([op.key for op in ops], self.time_graphs([build_graph([op]) for op in ops], reference)))
 
     def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
-        return self._time_together(graphs, reference)
+        return self.time_graphs(graphs, reference)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         run = self.load(build_graph([OpSpec.from_key(key)]))
