@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
-from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, require_module
+from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, Target, require_module
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
@@ -260,9 +260,9 @@ class AdbBackend(RemoteDeviceBackend):
         return hashlib.sha256(self.binary_path.read_bytes()).hexdigest()[:12]
 
     @classmethod
-    def attached_targets(cls) -> list[dict[str, Any]]:
-        """Phones the local adb server sees (empty when no server runs)."""
-        return list_adb_devices()
+    def attached_targets(cls) -> list[Target]:
+        """Phones the local adb server sees (empty when no server runs); ready when authorized and online."""
+        return [Target(d["serial"], d["state"], d["state"] == "device") for d in list_adb_devices()]
 
     def check(self) -> dict[str, Any]:
         """Connect, report the phone (model, ABI, Android version, CPU governor) and install the binary."""

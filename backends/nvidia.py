@@ -35,6 +35,7 @@ from ofa_deploy.backend.interface import (
     BackendStatus,
     CliOption,
     LocalRuntimeBackend,
+    Target,
     missing_runtime,
     require_module,
 )
@@ -218,10 +219,11 @@ class NvidiaBackend(LocalRuntimeBackend):
         return {**info, "threads": self.timing.threads, "target": self.description, "details": details}
 
     @classmethod
-    def attached_targets(cls) -> list[dict[str, Any]]:
-        return [
+    def attached_targets(cls) -> list[Target]:
+        """The GPUs the driver lists; ``id`` is what ``--gpu`` takes."""
+        details = [
             {
-                "id": f"cuda:{g.index}",
+                "device": f"cuda:{g.index}",
                 "name": g.name,
                 "compute_capability": g.compute_capability,
                 "memory_mib": g.memory_mib,
@@ -229,6 +231,7 @@ class NvidiaBackend(LocalRuntimeBackend):
             }
             for g in list_gpus()
         ]
+        return [Target(str(d["device"]).removeprefix("cuda:"), details=d) for d in details]
 
     @classmethod
     def status(cls) -> BackendStatus:
@@ -236,7 +239,7 @@ class NvidiaBackend(LocalRuntimeBackend):
         status = super().status()
         if not status.targets:
             with contextlib.suppress(OFADeployError):
-                status.targets = cls.attached_targets()
+                status.targets = [target.to_dict() for target in cls.attached_targets()]
         return status
 
     def conditions(self) -> dict[str, Any]:

@@ -333,7 +333,11 @@ def test_list_adb_devices_from_the_adb_server(env, capsys, monkeypatch):
     assert list_adb_devices(port=port) == expected
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
     assert main(["devices", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["backends"]["adb"]["targets"] == expected
+    targets = json.loads(capsys.readouterr().out)["backends"]["adb"]["targets"]
+    assert targets == [  # one record for every backend: the id --serial takes, and whether it is usable
+        {"id": "0123456789ABCDEF", "state": "device", "ready": True},
+        {"id": "192.168.1.7:5555", "state": "offline", "ready": False},
+    ]
     assert main(["devices"]) == 0  # the table names the flag that selects a phone
     assert "Targets of 'adb' (use with --serial)" in capsys.readouterr().out
     thread.join(5)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ofa_deploy.cli.main import main
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.errors import BadInputError, TargetUnavailableError
 from ofa_deploy.fleet.sharding import anchor_keys, disagreeing_devices, merge_shards, shard_dir, split_plan
 from ofa_deploy.latency.metadata import TableMetadata
 from ofa_deploy.latency.profiling import ProfilePlan
@@ -178,3 +178,21 @@ def test_validate_splits_the_networks_over_the_devices(pair_lut, profile_yaml, p
         for d, b in zip(pair, before)
     ]
     assert all(len(g) >= 3 for g in graphs), graphs  # each device timed its half of the sub-networks
+
+
+def test_all_devices_takes_the_ready_targets_only(profile_yaml, phones, monkeypatch):
+    """--all-devices: every target the backend lists as ready (a phone offline or not yet authorized
+    is left out), by the id its target flag takes."""
+    from ofa_deploy.backend.interface import Target
+    from ofa_deploy.backend.profiles import load_profile
+    from ofa_deploy.backends.adb import AdbBackend
+    from ofa_deploy.cli.fleet_args import specs_from_args
+    from ofa_deploy.cli.main import build_parser
+
+    listed = [Target(phones[0].serial, "device"), Target("0123ABC", "unauthorized", ready=False)]
+    monkeypatch.setattr(AdbBackend, "attached_targets", classmethod(lambda cls: listed))
+    args = build_parser().parse_args(["deploy", "bundle", "--device", str(profile_yaml), "--all-devices"])
+    assert list(specs_from_args(args, load_profile(str(profile_yaml)))) == [phones[0].serial]
+    monkeypatch.setattr(AdbBackend, "attached_targets", classmethod(lambda cls: listed[1:]))
+    with pytest.raises(TargetUnavailableError, match="sees no attached device"):
+        specs_from_args(args, load_profile(str(profile_yaml)))

@@ -215,7 +215,10 @@ def test_devices_shows_the_gpus_present_with_compute_capability(capsys, stub_dri
     status = json.loads(stdout)["backends"]["nvidia"]
     assert status["targets"] == [
         {
-            "id": "cuda:0",
+            "id": "0",  # what --gpu takes
+            "state": "ready",
+            "ready": True,
+            "device": "cuda:0",
             "name": "Stub GPU (test driver)",
             "compute_capability": "8.0",
             "memory_mib": 40 * 1024,

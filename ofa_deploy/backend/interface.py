@@ -75,6 +75,19 @@ class CliOption:
     repeatable: bool = False  # may be given several times (e.g. --serial S1 --serial S2: one target each)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A device a backend can reach right now, as ``devices`` lists it and ``--all-devices`` uses it."""
+
+    id: str  # what the backend's target flag takes (adb: --serial; nvidia: --gpu)
+    state: str = "ready"  # the backend's word for it (adb: device, offline, unauthorized)
+    ready: bool = True  # usable now: --all-devices takes only these
+    details: dict[str, Any] = field(default_factory=dict)  # what else is known (model, memory, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "ready": self.ready, **self.details}
+
+
 @dataclass
 class BackendStatus:
     """What ``ofa-deploy devices`` shows for one backend."""
@@ -87,7 +100,7 @@ class BackendStatus:
     runtime_version: str = ""
     reason: str = ""  # why it is not available
     extra: str = ""
-    targets: list[dict[str, Any]] = field(default_factory=list)  # attached devices (id, state, ...)
+    targets: list[dict[str, Any]] = field(default_factory=list)  # attached devices (Target.to_dict())
     settings: dict[str, str] = field(default_factory=dict)  # setting -> help
     flags: list[str] = field(default_factory=list)
     artifact_kinds: list[str] = field(default_factory=list)
@@ -166,8 +179,9 @@ class Backend(ABC):
         return {**self.runtime_info(), "threads": self.timing.threads, "target": self.description}
 
     @classmethod
-    def attached_targets(cls) -> list[dict[str, Any]]:
-        """Devices this backend can reach right now, without opening a session (for ``devices``)."""
+    def attached_targets(cls) -> list[Target]:
+        """Devices this backend can reach right now, without opening a session (for ``devices`` and
+        ``--all-devices``); none by default."""
         return []
 
     def conditions(self) -> dict[str, Any] | None:
@@ -196,7 +210,7 @@ class Backend(ABC):
         status.available = True
         status.runtime, status.runtime_version = info["runtime"], info["runtime_version"]
         try:
-            status.targets = cls.attached_targets()
+            status.targets = [target.to_dict() for target in cls.attached_targets()]
         except OFADeployError as exc:
             status.reason = str(exc)
         return status

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         flags = f" (use with {', '.join(s.flags)})" if s.flags else ""
         print(f"\nTargets of '{name}'{flags}:")
         if s.targets:
-            columns = sorted({k for t in s.targets for k in t}, key=lambda k: (k not in ("serial", "id"), k))
+            first = ("id", "state", "ready")
+            columns = [*first, *sorted({k for t in s.targets for k in t} - set(first))]
             print(format_table(columns, [[t.get(c, "") for c in columns] for t in s.targets]))
         else:
             print(f"  none attached{': ' + s.reason if s.reason else ''}")

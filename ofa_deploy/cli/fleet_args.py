@@ -38,7 +38,7 @@ def specs_from_args(args: argparse.Namespace, profile, base=None, recorded=None,
     option = next((o for o in cls.cli_options if o.repeatable), None)
     devices = list(repeated_flag(args, option.flag)) if option else []
     if getattr(args, "all_devices", False):
-        attached = [t["serial"] for t in cls.attached_targets() if t.get("state", "device") == "device"]
+        attached = [t.id for t in cls.attached_targets() if t.ready]
         if not attached:
             raise TargetUnavailableError(f"--all-devices: backend '{name}' sees no attached device")
         devices += [d for d in attached if d not in devices]
