@@ -259,6 +259,11 @@ class AdbBackend(RemoteDeviceBackend):
     def _binary_digest(self) -> str:
         return hashlib.sha256(self.binary_path.read_bytes()).hexdigest()[:12]
 
+    @property
+    def target_id(self) -> str | None:
+        """The phone's serial (``--serial``, else $ANDROID_SERIAL); None: the only phone attached."""
+        return self.serial
+
     @classmethod
     def attached_targets(cls) -> list[Target]:
         """Phones the local adb server sees (empty when no server runs); ready when authorized and online."""

@@ -158,6 +158,12 @@ class Backend(ABC):
     on_progress: Callable[[int, int], None] | None = None
 
     @property
+    def target_id(self) -> str | None:
+        """The device this instance reaches, as the backend's target flag names it (adb: the serial), or
+        None when it is not one of several devices (local runtimes, models, a single default device)."""
+        return None
+
+    @property
     def verify_tolerance(self) -> float:
         """Largest logit difference from torch, over max(1, largest |logit|), that ``compile``'s check of an
         artifact accepts. Exact float32 runtimes keep the default; a backend whose kernels sum in another

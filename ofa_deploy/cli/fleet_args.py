@@ -58,7 +58,7 @@ def specs_from_args(args: argparse.Namespace, profile, base=None, recorded=None,
         with make_backend(one, profile, base, recorded) as backend:
             if check is not None:
                 check(backend)
-            label = device or getattr(backend.settings, "serial", None) or getattr(backend, "serial", None) or name
+            label = device or backend.target_id or name
             specs[label] = BackendSpec.of(label, backend)
     return specs
 
