@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
+from ofa_deploy.backend.timing import BatchFigure, LatencyStats, Reference, TimingOptions
 from ofa_deploy.graph.ir import Graph
 
 
@@ -46,33 +46,30 @@ class GpuLatencyStats(LatencyStats):
 
     batch_size: int = 1
     conditions: dict[str, Any] | None = None  # NVML snapshots before/after (see nvidia_conditions.compare)
-    other_batch_sizes: list[dict[str, Any]] = field(default_factory=list)  # rows of batch_row()
+    other_batch_sizes: list[BatchFigure] = field(default_factory=list)  # benchmark at the other batch sizes
 
     @property
     def throughput(self) -> float:
         """Images per second at the measured latency."""
         return 1000.0 * self.batch_size / self.estimate if self.estimate > 0 else 0.0
 
+    def per_batch(self) -> list[BatchFigure]:
+        """This measurement's batch size and the others the benchmark ran, smallest first."""
+        return sorted([batch_row(self), *self.other_batch_sizes], key=lambda figure: figure.batch_size)
+
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out["batch_size"] = self.batch_size
         out["throughput_images_per_s"] = self.throughput
-        rows = [batch_row(self), *self.other_batch_sizes]
-        out["per_batch_size"] = sorted(rows, key=lambda row: row["batch_size"])
+        out["per_batch_size"] = [figure.to_dict() for figure in self.per_batch()]
         if self.conditions is not None:
             out["gpu_conditions"] = self.conditions
         return out
 
 
-def batch_row(stats: GpuLatencyStats) -> dict[str, Any]:
-    """One line of the per-batch-size benchmark table."""
-    return {
-        "batch_size": stats.batch_size,
-        "latency_ms": stats.estimate,
-        "raw_latency_ms": stats.raw_estimate,
-        "per_image_ms": stats.estimate / stats.batch_size,
-        "throughput_images_per_s": stats.throughput,
-    }
+def batch_row(stats: GpuLatencyStats) -> BatchFigure:
+    """The figures of one batch size's measurement."""
+    return BatchFigure(stats.batch_size, stats.estimate, stats.raw_estimate)
 
 
 def time_gpu(

@@ -524,5 +524,8 @@ def test_compile_and_benchmark_report_every_batch_size(tmp_path, stub_drivers, m
     assert summary["batch_size"] == 4
     assert [row["batch_size"] for row in summary["per_batch_size"]] == [1, 2, 4]
     assert all(row["throughput_images_per_s"] > 0 for row in summary["per_batch_size"])
+    figures = stats.per_batch()  # typed, as the CLI prints them; the JSON rows are these
+    assert [f.to_dict() for f in figures] == summary["per_batch_size"]
+    assert figures[-1].latency_ms == stats.estimate and figures[-1].per_image_ms == pytest.approx(stats.estimate / 4)
     assert set(summary["gpu_conditions"]) >= {"before", "after", "clock_change"}
     assert backend.verify_tolerance == 1e-3 and CpuStandIn(precision="fp16").verify_tolerance == 5e-2

@@ -37,6 +37,32 @@ import numpy as np
 from ofa_deploy.errors import BadInputError
 
 
+@dataclass(frozen=True)
+class BatchFigure:
+    """Latency and throughput at one batch size (backends that run batches: nvidia)."""
+
+    batch_size: int
+    latency_ms: float  # one call on batch_size images (reference-normalised where timed with one)
+    raw_latency_ms: float
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.latency_ms / self.batch_size
+
+    @property
+    def throughput_images_per_s(self) -> float:
+        return 1000.0 * self.batch_size / self.latency_ms if self.latency_ms > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "latency_ms": self.latency_ms,
+            "raw_latency_ms": self.raw_latency_ms,
+            "per_image_ms": self.per_image_ms,
+            "throughput_images_per_s": self.throughput_images_per_s,
+        }
+
+
 @dataclass
 class LatencyStats:
     """Timings of one model on a target, in milliseconds (a timed measurement)."""
@@ -103,6 +129,10 @@ class LatencyStats:
             "reference_ms": self.reference_ms,
             "round_spread": self.round_spread,
         }
+
+    def per_batch(self) -> list[BatchFigure]:
+        """Figures at every batch size the benchmark ran, smallest first (none: a batch-1 runtime)."""
+        return []
 
     def summary(self) -> dict[str, Any]:
         """What a benchmark result records."""

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
         require_trusted_code(directory, backend, manifest, args.trust_native_code)  # the only line if refused
         warn_if_busy(backend)
-        result, _ = benchmark_bundle(directory, backend, table, manifest, args.trust_native_code)
+        result, stats = benchmark_bundle(directory, backend, table, manifest, args.trust_native_code)
     if not result["measured"]:
         return _print_estimate(args, directory, backend, result)
     if args.json:
@@ -86,11 +86,10 @@ def run(args: argparse.Namespace) -> int:
         f"{backend.timing.threads} thread(s))"
     )
     print(format_table(["latency (ms)", "value"], rows))
-    if result.get("per_batch_size"):  # backends that run batches (nvidia): latency and throughput per batch size
+    if stats.per_batch():  # backends that run batches (nvidia): latency and throughput per batch size
         batches = [
-            [b["batch_size"], f"{b['latency_ms']:.3f}", f"{b['per_image_ms']:.4f}"]
-            + [f"{b['throughput_images_per_s']:.0f}"]
-            for b in result["per_batch_size"]
+            [b.batch_size, f"{b.latency_ms:.3f}", f"{b.per_image_ms:.4f}", f"{b.throughput_images_per_s:.0f}"]
+            for b in stats.per_batch()
         ]
         print("\n" + format_table(["batch size", "latency (ms)", "per image (ms)", "images/s"], batches))
     note = (
