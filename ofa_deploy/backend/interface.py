@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -409,6 +409,25 @@ class RemoteDeviceBackend(Backend):
         )
 
 
+class LayerEstimate(Protocol):
+    """What an analytical backend's ``estimate_layers`` returns, and ``ofa-deploy estimate`` prints.
+
+    ``to_dict()`` holds at least ``latency_ms``, ``model`` (the cost model's name and version),
+    ``cpu_fallback_layers`` (how many layers the target cannot run) and ``layers``: one row per layer
+    with ``name``, ``op``, ``source_op``, ``engine``, ``bound`` (compute, memory, overhead, cpu),
+    ``cycles`` and ``ms``. The FPGA model's ``CostReport`` is one."""
+
+    @property
+    def latency_ms(self) -> float:
+        """The whole model, batch 1, milliseconds."""
+
+    def throughput_fps(self, cores: int) -> float:
+        """Frames per second with one thread on each of ``cores`` cores."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON (see the class docstring for the keys ``estimate`` reads)."""
+
+
 class DesignSpace(ABC):
     """Role of a backend whose modelled hardware can be resized (``estimate --sweep-dpu``): it lists
     every design it can stand for, each as the same backend configured as that design."""
@@ -449,9 +468,9 @@ class AnalyticalBackend(Backend):
     def measure_networks(self, graphs: Sequence[Graph], reference: Reference | None = None) -> list[Measurement]:
         return [LatencyEstimate(self.estimate(graph), self.model_name) for graph in graphs]
 
-    def estimate_layers(self, layers: Sequence[Any]) -> Any:
-        """Optional: a per-layer cost report (``.latency_ms``, ``.to_dict()``) for any model read as
-        layers (:mod:`ofa_deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
+    def estimate_layers(self, layers: Sequence[Any]) -> LayerEstimate:
+        """Optional: a per-layer cost report (:class:`LayerEstimate`) for any model read as layers
+        (:mod:`ofa_deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
         raise BadInputError(f"backend '{self.name}' has no per-layer model, so it cannot estimate foreign models")
 
     def invocation_overhead_ms(self) -> float:
