@@ -42,25 +42,7 @@ from importlib import resources
 from typing import Any
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.graph.layers import (
-    ADD,
-    AVGPOOL,
-    CONCAT,
-    CONV,
-    DEPTHWISE,
-    FC,
-    GLOBALPOOL,
-    GROUPED,
-    HARDSIGMOID,
-    HARDSWISH,
-    LEAKYRELU,
-    MAXPOOL,
-    MUL,
-    RELU,
-    RELU6,
-    RESHAPE,
-    Layer,
-)
+from ofa_deploy.graph.layers import Layer, LayerKind
 
 MODEL_VERSION = "dpuczdx8g-1"
 
@@ -80,18 +62,18 @@ ARCHITECTURES: dict[str, tuple[int, int, int]] = {
 CPU_SWITCH_MS = 0.15  # end a DPU sub-graph, hand the tensor to the CPU, start the next sub-graph
 CPU_ELEMENTS_PER_MS = 250_000.0  # de-quantise, apply, re-quantise one element (NEON, one core)
 
-FUSED = (RELU, RELU6, LEAKYRELU)
-CPU_ONLY = (HARDSWISH, HARDSIGMOID)  # and SIGMOID: not in DPUCZDX8G's operator list
+FUSED = (LayerKind.RELU, LayerKind.RELU6, LayerKind.LEAKYRELU)
+CPU_ONLY = (LayerKind.HARDSWISH, LayerKind.HARDSIGMOID)  # and SIGMOID: not in DPUCZDX8G's operator list
 DPU_ENGINES = {
-    CONV: "conv",
-    GROUPED: "conv",
-    FC: "conv",
-    DEPTHWISE: "depthwise",
-    MAXPOOL: "misc",
-    AVGPOOL: "misc",
-    GLOBALPOOL: "misc",
-    ADD: "misc",
-    MUL: "misc",
+    LayerKind.CONV: "conv",
+    LayerKind.GROUPED: "conv",
+    LayerKind.FC: "conv",
+    LayerKind.DEPTHWISE: "depthwise",
+    LayerKind.MAXPOOL: "misc",
+    LayerKind.AVGPOOL: "misc",
+    LayerKind.GLOBALPOOL: "misc",
+    LayerKind.ADD: "misc",
+    LayerKind.MUL: "misc",
 }
 
 
@@ -202,7 +184,7 @@ def _compute_cycles(layer: Layer, pp: int, icp: int, ocp: int) -> int:
     c_out, h_out, w_out = layer.out_shape
     c_in = layer.in_shape[0]
     kh, kw = layer.kernel
-    if layer.op in (CONV, GROUPED, FC):
+    if layer.op in (LayerKind.CONV, LayerKind.GROUPED, LayerKind.FC):
         g = max(layer.groups, 1)
         c_group = c_in // g
         if c_group < icp and kw > 1:
@@ -211,14 +193,19 @@ def _compute_cycles(layer: Layer, pp: int, icp: int, ocp: int) -> int:
             return kh * _ceil(c_group * kw, icp) * _ceil(c_out // g, ocp) * g * h_out * _ceil(w_out, pp)
         return kh * kw * _ceil(c_group, icp) * _ceil(c_out // g, ocp) * g * h_out * _ceil(w_out, pp)
     lanes = max(pp // 2, 1)
-    if layer.op in (DEPTHWISE, MAXPOOL, AVGPOOL, GLOBALPOOL):  # a window per channel: no output-channel lanes
+    if layer.op in (
+        LayerKind.DEPTHWISE,
+        LayerKind.MAXPOOL,
+        LayerKind.AVGPOOL,
+        LayerKind.GLOBALPOOL,
+    ):  # a window per channel: no output-channel lanes
         return kh * kw * _ceil(c_out, icp) * h_out * _ceil(w_out, lanes)
     # element-wise (add, mul): one pass over the output per extra input
     return max(layer.inputs - 1, 1) * _ceil(c_out, icp) * h_out * _ceil(w_out, lanes)
 
 
 def _efficiency(op: str, parameters: FittedParameters) -> float:
-    return parameters.depthwise_efficiency if op == DEPTHWISE else 1.0
+    return parameters.depthwise_efficiency if op == LayerKind.DEPTHWISE else 1.0
 
 
 def estimate_layers(layers: list[Layer], config: DpuConfig, parameters: FittedParameters) -> CostReport:
@@ -235,10 +222,10 @@ def estimate_layers(layers: list[Layer], config: DpuConfig, parameters: FittedPa
             costs.append(LayerCost(layer.name, op, "fused", 0, 0, 0.0, "none", layer.source_op))
             previous_cpu = False
             continue
-        if op == RESHAPE:
+        if op == LayerKind.RESHAPE:
             costs.append(LayerCost(layer.name, op, "free", 0, 0, 0.0, "none", layer.source_op))
             continue
-        if op == CONCAT:  # a copy through the data mover: its feature maps, no compute
+        if op == LayerKind.CONCAT:  # a copy through the data mover: its feature maps, no compute
             traffic = round((layer.in_elements + layer.out_elements) * parameters.feature_map_ddr_fraction)
             ms = traffic / bytes_per_ms + parameters.layer_overhead_cycles / clock_per_ms
             costs.append(LayerCost(layer.name, op, "misc", 0, traffic, ms, "memory", layer.source_op))

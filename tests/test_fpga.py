@@ -11,7 +11,7 @@ from ofa_deploy.backends.fpga_model import DpuConfig, FittedParameters, estimate
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.graph.layers import CONV, DEPTHWISE, FC, HARDSWISH, RELU, Layer, layers_from_graph
+from ofa_deploy.graph.layers import Layer, LayerKind, layers_from_graph
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.space.arch import largest_arch, save_arch_file, smallest_arch
 from ofa_deploy.space.ops import arch_ops
@@ -47,9 +47,9 @@ def test_stored_fit_is_what_the_model_computes_now():
 
 def test_engines_scale_as_the_documentation_says():
     # 160 channels and 56 columns divide evenly on both arrays, so only the parallelism differs
-    big = Layer("c", CONV, (160, 56, 56), (160, 56, 56), kernel=(3, 3), params=160 * 160 * 9)
-    dw = Layer("d", DEPTHWISE, (160, 56, 56), (160, 56, 56), kernel=(3, 3), groups=160, params=160 * 9)
-    fc = Layer("f", FC, (2048, 1, 1), (1000, 1, 1), params=2048 * 1000)
+    big = Layer("c", LayerKind.CONV, (160, 56, 56), (160, 56, 56), kernel=(3, 3), params=160 * 160 * 9)
+    dw = Layer("d", LayerKind.DEPTHWISE, (160, 56, 56), (160, 56, 56), kernel=(3, 3), groups=160, params=160 * 9)
+    fc = Layer("f", LayerKind.FC, (2048, 1, 1), (1000, 1, 1), params=2048 * 1000)
     cycles = {
         arch: {c.name: c.cycles for c in estimate_layers([big, dw, fc], DpuConfig(arch=arch), PARAMS).layers}
         for arch in ("B4096", "B1600")
@@ -68,16 +68,16 @@ def test_channel_padding_waste():
     """17 channels cost as much as 32 on a 16-lane array: the ceiling is the model, not FLOPs."""
 
     def conv(c: int) -> Layer:
-        return Layer("c", CONV, (c, 28, 28), (c, 28, 28), kernel=(3, 3), params=c * c * 9)
+        return Layer("c", LayerKind.CONV, (c, 28, 28), (c, 28, 28), kernel=(3, 3), params=c * c * 9)
 
     by = {c: estimate_layers([conv(c)], DpuConfig(), PARAMS).layers[0].cycles for c in (16, 17, 32)}
     assert by[17] == by[32] == 4 * by[16]
 
 
 def test_hard_swish_falls_back_to_the_cpu_unless_substituted():
-    conv = Layer("c", CONV, (64, 28, 28), (64, 28, 28), kernel=(1, 1), params=64 * 64)
-    hs = Layer("h", HARDSWISH, (64, 28, 28), (64, 28, 28))
-    relu = Layer("r", RELU, (64, 28, 28), (64, 28, 28))
+    conv = Layer("c", LayerKind.CONV, (64, 28, 28), (64, 28, 28), kernel=(1, 1), params=64 * 64)
+    hs = Layer("h", LayerKind.HARDSWISH, (64, 28, 28), (64, 28, 28))
+    relu = Layer("r", LayerKind.RELU, (64, 28, 28), (64, 28, 28))
     on_cpu = estimate_layers([conv, hs], DpuConfig(), PARAMS)
     substituted = estimate_layers([conv, hs], DpuConfig(hard_swish="relu6"), PARAMS)
     fused = estimate_layers([conv, relu], DpuConfig(), PARAMS)
@@ -96,7 +96,7 @@ def test_subnetwork_estimates_are_additive_and_ordered():
     overhead = fpga.invocation_overhead_ms()
     total = sum(per_op[op.key].estimate - overhead for op in ops) + overhead
     assert fpga.estimate(large) == pytest.approx(total, rel=1e-9)
-    assert sum(1 for layer in layers_from_graph(large) if layer.op == HARDSWISH) > 0
+    assert sum(1 for layer in layers_from_graph(large) if layer.op == LayerKind.HARDSWISH) > 0
 
 
 @pytest.mark.serial  # a bound on wall time: run without the other serial tests

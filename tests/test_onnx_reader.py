@@ -9,27 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph
-from ofa_deploy.graph.layers import (
-    ADD,
-    AVGPOOL,
-    CONCAT,
-    CONV,
-    DEPTHWISE,
-    FC,
-    GLOBALPOOL,
-    GROUPED,
-    HARDSIGMOID,
-    HARDSWISH,
-    LEAKYRELU,
-    MAXPOOL,
-    MUL,
-    OTHER,
-    RELU,
-    RELU6,
-    RESHAPE,
-    SIGMOID,
-    layers_from_graph,
-)
+from ofa_deploy.graph.layers import LayerKind, layers_from_graph
 from ofa_deploy.graph.onnx_reader import layers_from_onnx
 from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 from ofa_deploy.space.arch import largest_arch, smallest_arch
@@ -80,10 +60,17 @@ def test_tf_slim_resnet50_matches_the_zoo():
 def test_resnet50_layers(reference_layers):
     layers = reference_layers["cf_resnet50"]
     c = counts(layers)
-    assert (c[CONV], c[FC], c[ADD], c[RELU], c[MAXPOOL], c[GLOBALPOOL]) == (53, 1, 16, 49, 1, 1)
-    assert c[MUL] == 0  # every BatchNormalization folded into its conv
-    assert [layer.source_op for layer in layers if layer.op == OTHER] == ["Softmax"]
-    conv1, fc = layers[0], next(layer for layer in layers if layer.op == FC)
+    assert (
+        c[LayerKind.CONV],
+        c[LayerKind.FC],
+        c[LayerKind.ADD],
+        c[LayerKind.RELU],
+        c[LayerKind.MAXPOOL],
+        c[LayerKind.GLOBALPOOL],
+    ) == (53, 1, 16, 49, 1, 1)
+    assert c[LayerKind.MUL] == 0  # every BatchNormalization folded into its conv
+    assert [layer.source_op for layer in layers if layer.op == LayerKind.OTHER] == ["Softmax"]
+    conv1, fc = layers[0], next(layer for layer in layers if layer.op == LayerKind.FC)
     assert (conv1.in_shape, conv1.out_shape, conv1.kernel, conv1.stride) == ((3, 224, 224), (64, 112, 112), (7, 7), 2)
     assert conv1.params == 64 * 3 * 7 * 7 + 64  # weight + the bias folded from BN
     assert (fc.in_shape, fc.out_shape, fc.params) == ((2048, 1, 1), (1000, 1, 1), 2048 * 1000 + 1000)
@@ -98,18 +85,28 @@ def test_resnet50_layers(reference_layers):
 
 def test_other_reference_layer_counts(reference_layers):
     c = counts(reference_layers["cf_resnet18"])
-    assert (c[CONV], c[FC], c[ADD]) == (20, 1, 8)
+    assert (c[LayerKind.CONV], c[LayerKind.FC], c[LayerKind.ADD]) == (20, 1, 8)
     for name in ("cf_mobilenetv2", "tf_mobilenetv2"):
         c = counts(reference_layers[name])
-        assert (c[DEPTHWISE], c[CONV], c[ADD], c[RELU6], c[FC]) == (17, 35, 10, 35, 1)
+        assert (c[LayerKind.DEPTHWISE], c[LayerKind.CONV], c[LayerKind.ADD], c[LayerKind.RELU6], c[LayerKind.FC]) == (
+            17,
+            35,
+            10,
+            35,
+            1,
+        )
     c = counts(reference_layers["tf_mobilenetv1"])
-    assert (c[DEPTHWISE], c[CONV], c[RELU6], c[FC]) == (13, 14, 27, 1)
+    assert (c[LayerKind.DEPTHWISE], c[LayerKind.CONV], c[LayerKind.RELU6], c[LayerKind.FC]) == (13, 14, 27, 1)
     c = counts(reference_layers["cf_squeeze"])
-    assert (c[CONV], c[CONCAT], c[MAXPOOL], c[FC]) == (26, 8, 3, 0)
+    assert (c[LayerKind.CONV], c[LayerKind.CONCAT], c[LayerKind.MAXPOOL], c[LayerKind.FC]) == (26, 8, 3, 0)
     wide = reference_layers["tf_mobilenetv2"]
     assert wide[0].out_shape == (48, 112, 112)  # make_divisible(32 * 1.4, 8)
-    assert [layer for layer in wide if layer.op == CONV][-1].out_shape == (1792, 7, 7)  # 1280 scaled with the width
-    dw = next(layer for layer in wide if layer.op == DEPTHWISE)
+    assert [layer for layer in wide if layer.op == LayerKind.CONV][-1].out_shape == (
+        1792,
+        7,
+        7,
+    )  # 1280 scaled with the width
+    dw = next(layer for layer in wide if layer.op == LayerKind.DEPTHWISE)
     assert dw.groups == dw.in_shape[0] == 48 and dw.params == 48 * 9 + 48
 
 
@@ -142,7 +139,7 @@ def _comparable(layers):
     """The writer spells an SE fc as a 1x1 conv on a 1x1 map and a Linear as Flatten + Gemm."""
     return [
         (
-            CONV if layer.op == FC else layer.op,
+            LayerKind.CONV if layer.op == LayerKind.FC else layer.op,
             layer.in_shape,
             layer.out_shape,
             layer.macs,
@@ -153,7 +150,7 @@ def _comparable(layers):
             layer.kernel,
         )
         for layer in layers
-        if layer.op != RESHAPE
+        if layer.op != LayerKind.RESHAPE
     ]
 
 
@@ -163,9 +160,18 @@ def test_toolkit_onnx_reads_back_as_its_graph(arch, width):
     graph = build_graph(arch_ops(arch, width))
     expected, got = layers_from_graph(graph), layers_from_onnx(to_onnx_bytes(graph))
     assert sum(layer.macs for layer in got) == sum(layer.macs for layer in expected)
-    for op in (DEPTHWISE, HARDSWISH, HARDSIGMOID, MUL, ADD, GLOBALPOOL):
+    for op in (
+        LayerKind.DEPTHWISE,
+        LayerKind.HARDSWISH,
+        LayerKind.HARDSIGMOID,
+        LayerKind.MUL,
+        LayerKind.ADD,
+        LayerKind.GLOBALPOOL,
+    ):
         assert counts(got)[op] == counts(expected)[op], op
-    assert counts(got)[HARDSWISH] > 0 and counts(got)[HARDSIGMOID] > 0  # written as HardSwish / HardSigmoid ops
+    assert (
+        counts(got)[LayerKind.HARDSWISH] > 0 and counts(got)[LayerKind.HARDSIGMOID] > 0
+    )  # written as HardSwish / HardSigmoid ops
     assert _comparable(got) == _comparable(expected)
 
 
@@ -221,7 +227,7 @@ def test_operator_rules():
         n("Clip", ["hs_a", "zero", "six"], ["hs_b"]),
         n("Mul", ["bn2", "hs_b"], ["hs_c"]),
         n("Div", ["hs_c", "six"], ["hs"]),
-        n("Clip", ["hs", "minus1", "six"], ["clipped"]),  # other bounds: OTHER
+        n("Clip", ["hs", "minus1", "six"], ["clipped"]),  # other bounds: LayerKind.OTHER
         n("ConvTranspose", ["clipped", "w_t"], ["up"], kernel_shape=[2, 2], strides=[2, 2]),
         n("LeakyRelu", ["up"], ["lr"], alpha=0.1),
         n("Sigmoid", ["lr"], ["sg"]),
@@ -229,7 +235,7 @@ def test_operator_rules():
         n("MaxPool", ["ap"], ["mp"], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4),
         n("Concat", ["mp", "ap", "mp"], ["cat"], axis=1),
         n("Softmax", ["cat"], ["sm"], axis=1),
-        n("Transpose", ["sm"], ["tr"], perm=[0, 2, 3, 1]),  # a real transpose: OTHER
+        n("Transpose", ["sm"], ["tr"], perm=[0, 2, 3, 1]),  # a real transpose: LayerKind.OTHER
         n("Transpose", ["tr"], ["tr2"], perm=[0, 3, 1, 2]),
         n("ReduceMean", ["tr2", "hw_axes"], ["gap"], keepdims=1),
         n("Transpose", ["gap"], ["nhwc"], perm=[0, 2, 3, 1]),  # moves only size-1 axes: free
@@ -249,32 +255,32 @@ def test_operator_rules():
     layers = layers_from_onnx(model)
     ops = [(layer.op, layer.source_op) for layer in layers]
     assert ops == [
-        (CONV, "Conv"),
-        (RELU, "Relu"),
-        (DEPTHWISE, "Conv"),
-        (RELU6, "Clip"),
-        (GROUPED, "Conv"),
-        (RELU, "Clip"),
-        (MUL, "BatchNormalization"),
-        (MUL, "Add"),
-        (RELU6, "Clip"),
-        (MUL, "Mul"),
-        (MUL, "Div"),
-        (OTHER, "Clip"),
-        (CONV, "ConvTranspose"),
-        (LEAKYRELU, "LeakyRelu"),
-        (SIGMOID, "Sigmoid"),
-        (AVGPOOL, "AveragePool"),
-        (MAXPOOL, "MaxPool"),
-        (CONCAT, "Concat"),
-        (OTHER, "Softmax"),
-        (OTHER, "Transpose"),
-        (OTHER, "Transpose"),
-        (GLOBALPOOL, "ReduceMean"),
-        (RESHAPE, "Transpose"),
-        (RESHAPE, "Flatten"),
-        (OTHER, "Slice"),
-        (FC, "MatMul"),
+        (LayerKind.CONV, "Conv"),
+        (LayerKind.RELU, "Relu"),
+        (LayerKind.DEPTHWISE, "Conv"),
+        (LayerKind.RELU6, "Clip"),
+        (LayerKind.GROUPED, "Conv"),
+        (LayerKind.RELU, "Clip"),
+        (LayerKind.MUL, "BatchNormalization"),
+        (LayerKind.MUL, "Add"),
+        (LayerKind.RELU6, "Clip"),
+        (LayerKind.MUL, "Mul"),
+        (LayerKind.MUL, "Div"),
+        (LayerKind.OTHER, "Clip"),
+        (LayerKind.CONV, "ConvTranspose"),
+        (LayerKind.LEAKYRELU, "LeakyRelu"),
+        (LayerKind.SIGMOID, "Sigmoid"),
+        (LayerKind.AVGPOOL, "AveragePool"),
+        (LayerKind.MAXPOOL, "MaxPool"),
+        (LayerKind.CONCAT, "Concat"),
+        (LayerKind.OTHER, "Softmax"),
+        (LayerKind.OTHER, "Transpose"),
+        (LayerKind.OTHER, "Transpose"),
+        (LayerKind.GLOBALPOOL, "ReduceMean"),
+        (LayerKind.RESHAPE, "Transpose"),
+        (LayerKind.RESHAPE, "Flatten"),
+        (LayerKind.OTHER, "Slice"),
+        (LayerKind.FC, "MatMul"),
     ]
     by = {layer.name.split(":", 1)[1]: layer for layer in layers}
     assert by["c0"].in_shape == (8, 16, 16) and by["c0"].out_shape == (8, 16, 16)
@@ -301,10 +307,10 @@ def test_unknown_ops_are_other_and_keep_the_shape():
     model = _model(nodes, [_init("w1", (8, 8, 3, 3)), _init("w2", (4, 8, 1, 1))], extra_opsets=["custom.ops"])
     layers = layers_from_onnx(model)
     assert [(layer.op, layer.source_op) for layer in layers] == [
-        (CONV, "Conv"),
-        (OTHER, "MyNorm"),
-        (CONV, "Conv"),
-        (OTHER, "Erf"),
+        (LayerKind.CONV, "Conv"),
+        (LayerKind.OTHER, "MyNorm"),
+        (LayerKind.CONV, "Conv"),
+        (LayerKind.OTHER, "Erf"),
     ]
     assert layers[1].out_shape == (8, 16, 16)  # assumed shape-preserving
     assert layers[2].out_shape == (4, 8, 8) and layers[3].out_shape == (4, 8, 8)
@@ -327,7 +333,7 @@ def test_weight_inputs_are_not_data_inputs():
     ]
     model = _model(nodes, inputs=inputs, out_rank=2)
     layers = layers_from_onnx(model)  # the dynamic batch is taken as 1
-    assert [layer.op for layer in layers] == [CONV, GLOBALPOOL, RESHAPE, FC]
+    assert [layer.op for layer in layers] == [LayerKind.CONV, LayerKind.GLOBALPOOL, LayerKind.RESHAPE, LayerKind.FC]
     assert layers[0].in_shape == (8, 16, 16) and layers[-1].macs == 12
 
 
@@ -381,5 +387,5 @@ def test_legacy_opset_clip_attributes_and_initializers_listed_as_inputs():
     model = _model(nodes, [_init("w", (4, 3, 3, 3))], inputs=inputs, opset=10)
     model.ir_version = 3
     layers = layers_from_onnx(model)
-    assert [layer.op for layer in layers] == [CONV, RELU6, RELU, ADD]
+    assert [layer.op for layer in layers] == [LayerKind.CONV, LayerKind.RELU6, LayerKind.RELU, LayerKind.ADD]
     assert layers[0].out_shape == (4, 6, 6) and layers[-1].inputs == 3

@@ -10,26 +10,46 @@ byte each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 
-# Operator names a cost model understands.
-CONV, DEPTHWISE, GROUPED, FC = "conv", "depthwise", "grouped_conv", "fc"
-MAXPOOL, AVGPOOL, GLOBALPOOL = "maxpool", "avgpool", "globalpool"
-ADD, MUL, CONCAT = "add", "mul", "concat"
-RELU, RELU6, LEAKYRELU, SIGMOID, HARDSIGMOID, HARDSWISH = (
-    "relu",
-    "relu6",
-    "leakyrelu",
-    "sigmoid",
-    "hardsigmoid",
-    "hardswish",
-)
-RESHAPE = "reshape"  # flatten, reshape, squeeze...: no work, no data movement on an accelerator
-OTHER = "other"  # anything else (the model decides: usually a CPU fall-back)
 
-ACTIVATIONS = (RELU, RELU6, LEAKYRELU, SIGMOID, HARDSIGMOID, HARDSWISH)
-CONVOLUTIONS = (CONV, DEPTHWISE, GROUPED, FC)
+class LayerKind(str, Enum):
+    """The operator kinds a cost model understands (one name each, in JSON and reports: the value)."""
+
+    CONV = "conv"
+    DEPTHWISE = "depthwise"
+    GROUPED = "grouped_conv"
+    FC = "fc"
+    MAXPOOL = "maxpool"
+    AVGPOOL = "avgpool"
+    GLOBALPOOL = "globalpool"
+    ADD = "add"
+    MUL = "mul"
+    CONCAT = "concat"
+    RELU = "relu"
+    RELU6 = "relu6"
+    LEAKYRELU = "leakyrelu"
+    SIGMOID = "sigmoid"
+    HARDSIGMOID = "hardsigmoid"
+    HARDSWISH = "hardswish"
+    RESHAPE = "reshape"  # flatten, reshape, squeeze...: no work, no data movement on an accelerator
+    OTHER = "other"  # anything else (the model decides: usually a CPU fall-back)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ACTIVATIONS = (
+    LayerKind.RELU,
+    LayerKind.RELU6,
+    LayerKind.LEAKYRELU,
+    LayerKind.SIGMOID,
+    LayerKind.HARDSIGMOID,
+    LayerKind.HARDSWISH,
+)
+CONVOLUTIONS = (LayerKind.CONV, LayerKind.DEPTHWISE, LayerKind.GROUPED, LayerKind.FC)
 
 Shape = tuple[int, int, int]  # C, H, W
 
@@ -39,7 +59,7 @@ class Layer:
     """One layer of a model as a cost model reads it: operator, (C, H, W) shapes, kernel, stride, groups, parameters."""
 
     name: str
-    op: str  # one of the names above
+    op: LayerKind
     in_shape: Shape  # the first feature-map input
     out_shape: Shape
     kernel: tuple[int, int] = (1, 1)
@@ -76,7 +96,7 @@ def _shape(nchw: tuple[int, ...]) -> Shape:
     return (int(c), int(h), int(w))
 
 
-_ACT = {"relu": RELU, "h_swish": HARDSWISH}
+_ACT = {"relu": LayerKind.RELU, "h_swish": LayerKind.HARDSWISH}
 
 
 def layers_from_graph(graph: Graph) -> list[Layer]:
@@ -88,7 +108,13 @@ def layers_from_graph(graph: Graph) -> list[Layer]:
             c_in, h, w = shapes[node.input]
             k, s = node.kernel_size, node.stride
             out = (int(node.weight.shape[0]), (h - 1) // s + 1, (w - 1) // s + 1)
-            op = DEPTHWISE if node.groups == c_in and node.groups > 1 else GROUPED if node.groups > 1 else CONV
+            op = (
+                LayerKind.DEPTHWISE
+                if node.groups == c_in and node.groups > 1
+                else LayerKind.GROUPED
+                if node.groups > 1
+                else LayerKind.CONV
+            )
             params = node.weight.size + (0 if node.bias is None else node.bias.size)
             layers.append(Layer(f"{i}:{node.output}", op, (c_in, h, w), out, (k, k), s, node.groups, params))
             if node.act:
@@ -98,24 +124,26 @@ def layers_from_graph(graph: Graph) -> list[Layer]:
             se = int(node.reduce_weight.shape[0])
             pooled = (c, 1, 1)
             layers += [
-                Layer(f"{i}:se.pool", GLOBALPOOL, out, pooled, kernel=(h, w)),
-                Layer(f"{i}:se.reduce", FC, pooled, (se, 1, 1), params=node.reduce_weight.size + se),
-                Layer(f"{i}:se.relu", RELU, (se, 1, 1), (se, 1, 1)),
-                Layer(f"{i}:se.expand", FC, (se, 1, 1), pooled, params=node.expand_weight.size + c),
-                Layer(f"{i}:se.gate", HARDSIGMOID, pooled, pooled),
-                Layer(f"{i}:se.scale", MUL, out, out, inputs=2),
+                Layer(f"{i}:se.pool", LayerKind.GLOBALPOOL, out, pooled, kernel=(h, w)),
+                Layer(f"{i}:se.reduce", LayerKind.FC, pooled, (se, 1, 1), params=node.reduce_weight.size + se),
+                Layer(f"{i}:se.relu", LayerKind.RELU, (se, 1, 1), (se, 1, 1)),
+                Layer(f"{i}:se.expand", LayerKind.FC, (se, 1, 1), pooled, params=node.expand_weight.size + c),
+                Layer(f"{i}:se.gate", LayerKind.HARDSIGMOID, pooled, pooled),
+                Layer(f"{i}:se.scale", LayerKind.MUL, out, out, inputs=2),
             ]
         elif isinstance(node, Add):
             out = shapes[node.a]
-            layers.append(Layer(f"{i}:{node.output}", ADD, out, out, inputs=2))
+            layers.append(Layer(f"{i}:{node.output}", LayerKind.ADD, out, out, inputs=2))
         elif isinstance(node, GlobalAvgPool):
             c, h, w = shapes[node.input]
             out = (c, 1, 1)
-            layers.append(Layer(f"{i}:{node.output}", GLOBALPOOL, (c, h, w), out, kernel=(h, w)))
+            layers.append(Layer(f"{i}:{node.output}", LayerKind.GLOBALPOOL, (c, h, w), out, kernel=(h, w)))
         elif isinstance(node, Linear):
             c_out, c_in = node.weight.shape
             out = (int(c_out), 1, 1)
-            layers.append(Layer(f"{i}:{node.output}", FC, (int(c_in), 1, 1), out, params=node.weight.size + c_out))
+            layers.append(
+                Layer(f"{i}:{node.output}", LayerKind.FC, (int(c_in), 1, 1), out, params=node.weight.size + c_out)
+            )
         else:  # pragma: no cover - the graph builder makes nothing else
             raise TypeError(f"unknown graph node {type(node).__name__}")
         shapes[node.output] = out

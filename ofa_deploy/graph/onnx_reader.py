@@ -68,28 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.graph.layers import (
-    ADD,
-    AVGPOOL,
-    CONCAT,
-    CONV,
-    DEPTHWISE,
-    FC,
-    GLOBALPOOL,
-    GROUPED,
-    HARDSIGMOID,
-    HARDSWISH,
-    LEAKYRELU,
-    MAXPOOL,
-    MUL,
-    OTHER,
-    RELU,
-    RELU6,
-    RESHAPE,
-    SIGMOID,
-    Layer,
-    Shape,
-)
+from ofa_deploy.graph.layers import Layer, LayerKind, Shape
 from ofa_deploy.graph.onnx_module import onnx_module
 from ofa_deploy.inputs import MODEL_FILE_LIMIT, read_input_bytes
 
@@ -118,11 +97,11 @@ _NOOPS = {
     "DequantizeLinear",
 }
 _ACTIVATIONS = {
-    "Relu": RELU,
-    "LeakyRelu": LEAKYRELU,
-    "Sigmoid": SIGMOID,
-    "HardSigmoid": HARDSIGMOID,
-    "HardSwish": HARDSWISH,
+    "Relu": LayerKind.RELU,
+    "LeakyRelu": LayerKind.LEAKYRELU,
+    "Sigmoid": LayerKind.SIGMOID,
+    "HardSigmoid": LayerKind.HARDSIGMOID,
+    "HardSwish": LayerKind.HARDSWISH,
 }
 _FOLD_PAD_INTO = {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}
 
@@ -467,7 +446,7 @@ class _Reader:
             handler = getattr(self, f"_{node.op_type}", None) if node.op_type[:1].isupper() else None
             if handler is None:
                 if node.op_type in _NOOPS:
-                    self._emit(index, node, RESHAPE, fmaps[0])
+                    self._emit(index, node, LayerKind.RESHAPE, fmaps[0])
                 elif node.op_type in _ACTIVATIONS:
                     self._emit(index, node, _ACTIVATIONS[node.op_type], fmaps[0])
                 else:
@@ -513,7 +492,7 @@ class _Reader:
 
     def _other(self, index, node, fmaps) -> None:
         if node.output and node.output[0]:
-            self._emit(index, node, OTHER, fmaps[0], inputs=len(fmaps))
+            self._emit(index, node, LayerKind.OTHER, fmaps[0], inputs=len(fmaps))
 
     def _constants(self, node) -> list[str]:
         return [i for i in node.input if i and i not in self.feature]
@@ -554,11 +533,11 @@ class _Reader:
         if not fits:
             raise self._bad(node, f"weight {list(weight)} does not fit {fed} input channel(s) in {groups} group(s)")
         if node.op_type == "ConvTranspose":  # a conv over the zero-upsampled input (MACs from the output)
-            op = CONV
+            op = LayerKind.CONV
         elif groups > 1:
-            op = DEPTHWISE if groups == c_in else GROUPED
+            op = LayerKind.DEPTHWISE if groups == c_in else LayerKind.GROUPED
         else:
-            op = CONV
+            op = LayerKind.CONV
         spatial = weight[2:] or (1,)
         kernel = (int(spatial[0]), int(math.prod(spatial[1:])))
         strides = self._ints(node, "strides") or [1]
@@ -580,7 +559,7 @@ class _Reader:
             self._other(index, node, fmaps)
             return
         params = self.m.numel(b) + (self.m.numel(node.input[2]) if len(node.input) > 2 and node.input[2] else 0)
-        self._emit(index, node, FC, a, params=params)
+        self._emit(index, node, LayerKind.FC, a, params=params)
         self._conv_like(node, biased=len(node.input) > 2 and bool(node.input[2]))
 
     def _MatMul(self, index, node, fmaps) -> None:
@@ -589,7 +568,7 @@ class _Reader:
             self._other(index, node, fmaps)
             return
         in_shape, out_shape = _channels_last(self.m.shape(a)), _channels_last(self.m.shape(node.output[0]))
-        self._emit(index, node, FC, a, in_shape=in_shape, out_shape=out_shape, params=self.m.numel(b))
+        self._emit(index, node, LayerKind.FC, a, in_shape=in_shape, out_shape=out_shape, params=self.m.numel(b))
         self._conv_like(node, biased=False)
 
     def _BatchNormalization(self, index, node, fmaps) -> None:
@@ -598,7 +577,7 @@ class _Reader:
         if x in self.feature and self._fold(node, bias=channels):
             return
         out = self._out(node)
-        self._emit(index, node, MUL, x, in_shape=out, params=2 * channels)
+        self._emit(index, node, LayerKind.MUL, x, in_shape=out, params=2 * channels)
 
     # -- elementwise
 
@@ -612,7 +591,7 @@ class _Reader:
             return
         constants = self._constants(node)
         params = sum(self.m.numel(c) for c in constants)
-        self._emit(index, node, MUL, fmaps[0], in_shape=out, params=params)
+        self._emit(index, node, LayerKind.MUL, fmaps[0], in_shape=out, params=params)
 
     def _Add(self, index, node, fmaps) -> None:
         if len(fmaps) == 1:
@@ -622,25 +601,25 @@ class _Reader:
                 numel = self.m.numel(constants[0])
                 if numel == self.layers[source].out_shape[0] and self._fold(node, bias=numel):
                     return
-        self._elementwise(index, node, fmaps, ADD)
+        self._elementwise(index, node, fmaps, LayerKind.ADD)
 
     def _Sum(self, index, node, fmaps) -> None:
-        self._elementwise(index, node, fmaps, ADD)
+        self._elementwise(index, node, fmaps, LayerKind.ADD)
 
     def _Sub(self, index, node, fmaps) -> None:
-        self._elementwise(index, node, fmaps, ADD)
+        self._elementwise(index, node, fmaps, LayerKind.ADD)
 
     def _Mul(self, index, node, fmaps) -> None:
-        self._elementwise(index, node, fmaps, MUL)
+        self._elementwise(index, node, fmaps, LayerKind.MUL)
 
     def _Div(self, index, node, fmaps) -> None:
         if node.input[0] not in self.feature:  # constant / x
             self._other(index, node, fmaps)
             return
-        self._elementwise(index, node, fmaps, MUL, two_maps_ok=False)
+        self._elementwise(index, node, fmaps, LayerKind.MUL, two_maps_ok=False)
 
     def _Concat(self, index, node, fmaps) -> None:
-        self._emit(index, node, CONCAT, fmaps[0], inputs=len(fmaps))
+        self._emit(index, node, LayerKind.CONCAT, fmaps[0], inputs=len(fmaps))
 
     # -- pooling
 
@@ -651,14 +630,14 @@ class _Reader:
         self._emit(index, node, op, fmaps[0], kernel=kernel, stride=int(strides[0]))
 
     def _MaxPool(self, index, node, fmaps) -> None:
-        self._pool(index, node, fmaps, MAXPOOL)
+        self._pool(index, node, fmaps, LayerKind.MAXPOOL)
 
     def _AveragePool(self, index, node, fmaps) -> None:
-        self._pool(index, node, fmaps, AVGPOOL)
+        self._pool(index, node, fmaps, LayerKind.AVGPOOL)
 
     def _global(self, index, node, fmaps) -> None:
         _, h, w = self._in(fmaps[0])
-        self._emit(index, node, GLOBALPOOL, fmaps[0], kernel=(h, w))
+        self._emit(index, node, LayerKind.GLOBALPOOL, fmaps[0], kernel=(h, w))
 
     _GlobalAveragePool = _global
     _GlobalMaxPool = _global
@@ -692,11 +671,11 @@ class _Reader:
         if high is not None and high >= 3.0e38:
             high = None
         if low == 0.0 and high == 6.0:
-            op = RELU6
+            op = LayerKind.RELU6
         elif low == 0.0 and high is None:
-            op = RELU
+            op = LayerKind.RELU
         else:
-            op = OTHER
+            op = LayerKind.OTHER
         self._emit(index, node, op, fmaps[0])
 
     def _Transpose(self, index, node, fmaps) -> None:
@@ -705,7 +684,7 @@ class _Reader:
         if not isinstance(perm, list) or sorted(perm) != list(range(len(shape))):
             raise self._bad(node, f"attribute 'perm' is {perm!r}, not a permutation of the {len(shape)} axes")
         moved = [axis for axis in perm if shape[axis] != 1]
-        self._emit(index, node, RESHAPE if moved == sorted(moved) else OTHER, fmaps[0])
+        self._emit(index, node, LayerKind.RESHAPE if moved == sorted(moved) else LayerKind.OTHER, fmaps[0])
 
     def _Pad(self, index, node, fmaps) -> None:
         x, out = node.input[0], node.output[0]
