@@ -341,3 +341,22 @@ def test_benchmark_returns_the_reports_estimate(site, work, bundle):
     assert refused.returncode == 2
     [line] = other_stderr_lines(refused)
     assert "cost-report" in line and "onnxruntime" in line
+
+
+def test_the_plugin_passes_the_conformance_suite(site, work):
+    """The same checks as every built-in backend (tests/test_backend_conformance.py), in a process
+    that sees the installed plugin: its backend and its device profile."""
+    suite = Path(__file__).resolve().parent / "test_backend_conformance.py"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), "-k", "roofline or edge-npu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed and int(passed.group(1)) == 5, result.stdout[-1000:]  # 4 backend checks, 1 profile

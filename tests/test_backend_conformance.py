@@ -1,0 +1,109 @@
+"""One conformance suite for every registered backend and each of its device profiles (issue 24, item 4).
+
+What the core relies on, checked without a device or a measurement, so it runs for every backend here
+whether or not its runtime or hardware is present: the declared identity and kind, settings that
+round-trip through a table or a bundle (local ones never recorded), a status that never raises,
+artifact kinds that ``compile`` and ``benchmark`` agree on, flags that fill real settings, and bad
+input mapped to the documented exit codes. A new backend that passes it is done as far as the core is
+concerned. (The installed test plugin goes through the same checks in tests/test_plugin.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.interface import (
+    AnalyticalBackend,
+    DesignSpace,
+    LocalRuntimeBackend,
+    RemoteDeviceBackend,
+    Target,
+    TargetKind,
+)
+from ofa_deploy.backend.profiles import load_profile, named_profiles
+from ofa_deploy.backend.registry import backend_class, backend_names
+from ofa_deploy.backend.settings import parse_settings
+from ofa_deploy.errors import BadInputError
+
+BACKENDS = backend_names()
+PROFILES = [(named.name, load_profile(named.name).backend) for named in named_profiles().values()]
+KINDS = {
+    LocalRuntimeBackend: TargetKind.LOCAL_RUNTIME,
+    RemoteDeviceBackend: TargetKind.REMOTE_DEVICE,
+    AnalyticalBackend: TargetKind.ANALYTICAL,
+}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_identity_and_kind_are_declared(name):
+    cls = backend_class(name)
+    assert cls.name == name and cls.description.strip(), name
+    bases = [base for base in KINDS if issubclass(cls, base)]
+    assert len(bases) == 1, f"{name}: one kind of target, got {bases}"
+    assert cls.kind == KINDS[bases[0]]
+    assert cls.default_profile is None or load_profile(cls.default_profile).backend == name
+    fields = {f.name for f in dataclasses.fields(cls.Settings)}
+    for option in cls.cli_options:  # every flag fills a real setting
+        assert option.flag.startswith("--") and option.setting in fields, (name, option)
+    if issubclass(cls, DesignSpace):
+        assert issubclass(cls, AnalyticalBackend), f"{name}: a design space is a model's"
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_status_never_raises_and_lists_targets_as_records(name):
+    status = backend_class(name).status()
+    assert status.name == name and isinstance(status.available, bool)
+    assert status.available or status.reason, f"{name}: unavailable without a reason"
+    assert set(status.settings) == {f.name for f in dataclasses.fields(backend_class(name).Settings)}
+    for target in status.targets:
+        assert set(target) >= {"id", "state", "ready"} and isinstance(target["ready"], bool), target
+    assert all(isinstance(t, Target) for t in _attached(name))
+
+
+def _attached(name: str) -> list:
+    try:
+        return backend_class(name).attached_targets()
+    except Exception:  # a runtime not installed here: status() said why
+        return []
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bad_settings_are_exit_2(name):
+    cls = backend_class(name)
+    with pytest.raises(BadInputError, match="unknown setting") as unknown:
+        parse_settings(cls.Settings, {"no_such_setting": 1}, f"backend '{name}'")
+    assert unknown.value.exit_code == 2
+    for f in dataclasses.fields(cls.Settings):  # a mapping is no value of any setting type
+        with pytest.raises(BadInputError) as wrong:
+            parse_settings(cls.Settings, {f.name: {"a": 1}}, f"backend '{name}'")
+        assert wrong.value.exit_code == 2 and f.name in str(wrong.value)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_artifact_kinds_are_what_benchmark_accepts(name):
+    cls = backend_class(name)
+    assert len(set(cls.artifact_kinds)) == len(cls.artifact_kinds)
+    if cls.artifact_kinds:
+        main = Artifact(cls.artifact_kinds[0], ["model"], "input", [1, 3, 160, 160], "NCHW", "output", [1, 1000])
+        main.check_kind(name, cls.artifact_kinds, "bundle")  # accepted
+    foreign = Artifact("no-such-kind", ["model"], "input", [1, 3, 160, 160], "NCHW", "output", [1, 1000])
+    with pytest.raises(BadInputError, match="cannot run it") as refused:
+        foreign.check_kind(name, cls.artifact_kinds, "bundle")
+    assert refused.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("profile", "backend"), PROFILES, ids=[p for p, _ in PROFILES])
+def test_profile_settings_round_trip_through_a_record(profile, backend):
+    """A profile's settings parse; what a table or bundle records of them parses back to the same
+    measurement settings, and a local one is never recorded."""
+    cls = backend_class(backend)
+    settings = parse_settings(cls.Settings, load_profile(profile).settings, profile)
+    recorded = settings.recorded()
+    assert not set(recorded) & cls.Settings.local_fields()
+    kept, ignored = cls.Settings.from_record(recorded)
+    assert ignored == [] and kept == recorded
+    again = parse_settings(cls.Settings, kept, f"{profile} (read back)")
+    assert again.recorded() == recorded
