@@ -164,6 +164,9 @@ def test_devices_lists_plugin_and_refuses_the_clash(site, work):
     assert edge["backend"] == "roofline" and edge["plugin"] == f"{DISTRIBUTION} {PLUGIN_VERSION}"
     assert edge["settings"]["peak_gflops"] == 200.0 and edge["available"] is True
     assert profiles["zcu102"]["backend"] == "fpga" and profiles["zcu102"]["plugin"] is None  # still the built-in
+    remote = backends["socketdevice"]  # the plugin's second backend: a remote device
+    assert remote["kind"] == "remote device" and remote["flags"] == ["--socket-address"]
+    assert profiles["loopback-socket"]["backend"] == "socketdevice"
 
     # exactly two lines about the plugin package: the refusals, each naming both packages
     about_plugin = [line for line in result.stderr.splitlines() if DISTRIBUTION in line]
@@ -343,14 +346,17 @@ def test_benchmark_returns_the_reports_estimate(site, work, bundle):
     assert "cost-report" in line and "onnxruntime" in line
 
 
+PLUGIN_PARTS = "roofline or edge-npu or socketdevice or loopback-socket"  # its backends and profiles
+
+
 def test_the_plugin_passes_the_conformance_suite(site, work):
     """The same checks as every built-in backend (tests/test_backend_conformance.py), in a process
-    that sees the installed plugin: its backend and its device profile."""
+    that sees the installed plugin: its two backends (a model, a remote device) and their profiles."""
     suite = Path(__file__).resolve().parent / "test_backend_conformance.py"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), "-k", "roofline or edge-npu"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), "-k", PLUGIN_PARTS],
         capture_output=True,
         text=True,
         env=env,
@@ -359,4 +365,43 @@ def test_the_plugin_passes_the_conformance_suite(site, work):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) == 5, result.stdout[-1000:]  # 4 backend checks, 1 profile
+    assert passed and int(passed.group(1)) == 10, result.stdout[-1000:]  # 2 backends x 4 checks, 2 profiles
+
+
+# ---------------------------------------------------------------------- a remote device over a socket
+
+
+@pytest.fixture(scope="module")
+def socket_device():
+    """The stand-in device (tests/socket_device_server.py) on a loopback port; its address."""
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "socket_device_server.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("listening "), line
+        yield f"127.0.0.1:{int(line.split()[1])}"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_remote_plugin_backend_profiles_and_benchmarks_over_its_socket(site, work, archs, socket_device):
+    """The plugin's ``socketdevice`` backend and ``loopback-socket`` profile: a whole resolution
+    timed on the device, a bundle compiled and benchmarked there, its address never recorded, and a
+    device that is not there is one line, exit 3."""
+    out = work / "socket.json"
+    device = f"--device loopback-socket --socket-address {socket_device}"
+    ok(cli(site, f"profile {device} --no-progress --out", out, cwd=work))
+    table = json.loads(out.read_text())
+    assert table["metadata"]["backend"] == "socketdevice" and table["metadata"]["device"] == "loopback-socket"
+    assert "address" not in table["metadata"]["settings"]  # today's address is not part of the table
+    assert len(table["entries"][str(R)]) > 50 and all(e["count"] == 9 for e in table["entries"][str(R)].values())
+    bundle = work / "socket-bundle"
+    ok(cli(site, f"compile {device} --lut", out, "--arch", archs["small"], "--out", bundle, cwd=work))
+    measured = json.loads(ok(cli(site, f"benchmark {device} --json", bundle, cwd=work)).stdout)
+    assert measured["backend"] == "socketdevice" and measured["measured_ms"] > 0 and measured["predicted_ms"] > 0
+    gone = cli(site, "profile --device loopback-socket --socket-address 127.0.0.1:9 --out", work / "x.json", cwd=work)
+    assert gone.returncode == 3 and "no socket device at 127.0.0.1:9" in other_stderr_lines(gone)[-1]
