@@ -112,3 +112,26 @@ def test_a_clashing_backend_flag_is_ignored_not_fatal(monkeypatch, caplog):
     assert parser.parse_args(["--out", "x"]).out == "x"
     refused = [r for r in caplog.records if "flag --out ignored" in r.getMessage()]
     assert len(refused) == 1 and "flag-clash" in refused[0].getMessage()
+
+
+def test_a_model_needs_no_benchmark_and_refuses_one_with_exit_2(tmp_path):
+    """``benchmark`` is optional for an analytical backend: one that implements only ``estimate`` is
+    complete, and asked to benchmark it says what to use instead (exit 2)."""
+    from ofa_deploy.backend.artifact import Artifact
+    from ofa_deploy.backend.interface import AnalyticalBackend
+
+    class Constant(AnalyticalBackend):
+        name, description = "constant", "every graph takes 1 ms"
+
+        def runtime_info(self) -> dict[str, str]:
+            return {"runtime": "constant", "runtime_version": "1"}
+
+        def estimate(self, graph) -> float:
+            return 1.0
+
+    model = Constant()
+    assert model.measure_networks([build_graph(arch_ops(smallest_arch(128), 1.0))])[0].estimate == 1.0
+    artifact = Artifact("onnx", ["model.onnx"], "input", [1, 3, 128, 128], "NCHW", "output", [1, 1000])
+    with pytest.raises(BadInputError, match="no artifact to benchmark") as refused:
+        model.benchmark(tmp_path, artifact)
+    assert refused.value.exit_code == 2 and "ofa-deploy estimate --model" in str(refused.value)

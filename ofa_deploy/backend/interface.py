@@ -347,7 +347,10 @@ class RemoteDeviceBackend(Backend):
 
     @abstractmethod
     def encode(self, graph: Graph) -> bytes:
-        """The model file the device runs for ``graph`` (random weights are fine for timing)."""
+        """What :meth:`measure_models` takes for ``graph`` (random weights are fine for timing): the
+        model file the device runs (adb: ``.tflite``), or, for a backend that builds on this machine
+        first, the source of that build (tvm: ONNX, built into a library per device target inside
+        ``measure_models``). Only this backend reads it back."""
 
     @abstractmethod
     def measure_models(
@@ -476,6 +479,14 @@ class AnalyticalBackend(Backend):
     def invocation_overhead_ms(self) -> float:
         """The fixed cost of one call that ``estimate`` adds once per graph (default: none)."""
         return 0.0
+
+    def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> Measurement:
+        """Optional for a model: the estimate of a compiled artifact (a cost report's, say). By default
+        a model compiles nothing, so there is nothing to benchmark: exit 2, saying what to use."""
+        raise BadInputError(
+            f"backend '{self.name}' is a cost model with no artifact to benchmark: use `ofa-deploy predict` "
+            "with its table, or `ofa-deploy estimate --model` for an ONNX file"
+        )
 
     def measure_overhead(self, reference: Reference | None = None) -> Measurement:
         return LatencyEstimate(self.invocation_overhead_ms(), self.model_name)
