@@ -57,7 +57,7 @@ def main() -> int:
         validate_s = time.time() - start
     finally:
         phone.stop()
-    b, a = result.report["before"], result.report["after"]
+    b, a = result.report.before, result.report.after
     print(
         f"\nadb backend on the loopback ADB device ({machine()}): r=160, {len(plan.ops)} keys profiled in "
         f"{profile_s:.0f} s; {args.samples} sub-networks validated in {validate_s:.0f} s"
@@ -66,7 +66,7 @@ def main() -> int:
         ["held out", "acc5 before", "acc10 before", "acc5 after", "acc10 after", "MAPE after", "tau after"],
         [
             [
-                result.report["held_out"],
+                result.report.held_out,
                 f"{b['acc5']:.0%}",
                 f"{b['acc10']:.0%}",
                 f"{a['acc5']:.0%}",

@@ -61,7 +61,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         result = validate(table, backend, args.samples, seed=args.seed, progress=True)
         write_outputs(result, OUT / f"validate-nvidia-{precision}")
-        before, after = result.report["before"], result.report["after"]
+        before, after = result.report.before, result.report.after
         clocks = (table.metadata.conditions or {}).get("after", {}).get("clock_change")
         rows.append(
             [

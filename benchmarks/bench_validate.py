@@ -36,11 +36,11 @@ def main() -> int:
         backend = default_profile_for(name).create_backend(instances=3)
         result = validate(table, backend, args.samples, seed=args.seed, progress=False)
         write_outputs(result, OUT / f"validate-{name}")
-        b, a = result.report["before"], result.report["after"]
+        b, a = result.report.before, result.report.after
         rows.append(
             [
                 name,
-                result.report["held_out"],
+                result.report.held_out,
                 f"{b['acc5']:.0%}",
                 f"{b['acc10']:.0%}",
                 f"{a['acc5']:.0%}",

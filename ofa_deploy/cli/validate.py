@@ -78,16 +78,16 @@ def _validate(args: argparse.Namespace) -> int:
         with output_lock(target):  # --lut: already held by this run
             table.save(target)
     if args.json:
-        print_json(result.report)
+        print_json(result.report.to_dict())
         return 0
     rows = []
     for name in ("rmse_ms", "mape", "kendall_tau", "acc5", "acc10"):
-        before, after = result.report["before"][name], result.report["after"][name]
+        before, after = result.report.before[name], result.report.after[name]
         fmt = "{:.1%}" if name in ("mape", "acc5", "acc10") else "{:.3f}"
         rows.append((name, fmt.format(before), fmt.format(after)))
     print(
-        f"{result.report['samples']} sub-networks on {backend.name}; figures on the "
-        f"{result.report['held_out']} held out of the calibration fit:"
+        f"{result.report.samples} sub-networks on {backend.name}; figures on the "
+        f"{result.report.held_out} held out of the calibration fit:"
     )
     print(format_table(["metric", "LUT sum", "calibrated"], rows))
     c = result.calibration

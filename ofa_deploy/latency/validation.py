@@ -11,7 +11,7 @@ Its files (report, CSV, scatter plot) are written by :mod:`ofa_deploy.reports.va
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,32 @@ MIN_SAMPLES = 4
 
 
 @dataclass
+class ValidationReport:
+    """What ``validate`` reports (its ``--json`` document and ``report.json``): the sample, the target,
+    the calibration, and the agreement of predicted with measured latency (``agreement()`` metrics:
+    acc5, acc10, MAPE, Kendall tau, ...) on the held-out half before and after calibrating, on all
+    samples before, and after calibrating against the raw (not reference-normalised) timings."""
+
+    samples: int
+    backend: str
+    runtime: dict[str, str]
+    lut: str
+    width_mult: float
+    resolutions: list[int]
+    seed: int
+    held_out: int
+    calibration: dict[str, Any]
+    before: dict[str, float]
+    after: dict[str, float]
+    all_before: dict[str, float]
+    normalised_by_reference: bool
+    raw_after: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class ValidationResult:
     """What validate measured and fitted: per arch predicted and measured latencies, the calibration and the report."""
 
@@ -42,7 +68,7 @@ class ValidationResult:
     measured_std: np.ndarray
     fit_mask: np.ndarray  # True: used to fit the calibration; False: held out
     calibration: Calibration
-    report: dict[str, Any]
+    report: ValidationReport
 
 
 def fit_calibration(predicted: np.ndarray, measured: np.ndarray, smallest: float | None = None) -> tuple[float, float]:
@@ -104,22 +130,22 @@ def validate(
     slope, intercept = fit_calibration(predicted[fit_mask], measured_arr[fit_mask], fastest)
     calibration = Calibration(slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=utc_now())
     held = ~fit_mask
-    report = {
-        "samples": len(archs),
-        "backend": backend.name,
-        "runtime": backend.runtime_info(),
-        "lut": table.source,
-        "width_mult": w,
-        "resolutions": table.resolutions,
-        "seed": seed,
-        "held_out": int(held.sum()),
-        "calibration": calibration.to_dict(),
-        "before": agreement(predicted[held], measured_arr[held]),
-        "after": agreement(calibration.apply(predicted[held]), measured_arr[held]),
-        "all_before": agreement(predicted, measured_arr),
-        "normalised_by_reference": reference is not None,
-        "raw_after": agreement(calibration.apply(predicted[held]), np.asarray(raw)[held]),
-    }
+    report = ValidationReport(
+        samples=len(archs),
+        backend=backend.name,
+        runtime=backend.runtime_info(),
+        lut=table.source,
+        width_mult=w,
+        resolutions=list(table.resolutions),
+        seed=seed,
+        held_out=int(held.sum()),
+        calibration=calibration.to_dict(),
+        before=agreement(predicted[held], measured_arr[held]),
+        after=agreement(calibration.apply(predicted[held]), measured_arr[held]),
+        all_before=agreement(predicted, measured_arr),
+        normalised_by_reference=reference is not None,
+        raw_after=agreement(calibration.apply(predicted[held]), np.asarray(raw)[held]),
+    )
     return ValidationResult(
         archs, predicted, measured_arr, np.asarray(raw), np.asarray(spread), fit_mask, calibration, report
     )
@@ -128,7 +154,7 @@ def validate(
 def measurements_of(result: ValidationResult) -> list[Measurement]:
     """What validate measured, as ``M.jsonl`` records for ``ofa-deploy fit`` (``latency_ms`` in the
     table's time units, as the calibration used it; the wall-clock figure and spread alongside)."""
-    backend = result.report["backend"]
+    backend = result.report.backend
     return [
         Measurement(
             arch,
@@ -137,7 +163,7 @@ def measurements_of(result: ValidationResult) -> list[Measurement]:
                 "raw_latency_ms": float(result.measured_raw[i]),
                 "std_ms": float(result.measured_std[i]),
                 "backend": backend,
-                "width_mult": result.report["width_mult"],
+                "width_mult": result.report.width_mult,
             },
         )
         for i, arch in enumerate(result.archs)

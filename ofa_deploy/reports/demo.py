@@ -123,7 +123,7 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     table.calibration = validation.calibration
     with output_lock(lut_path):  # the lock every LUT writer takes
         table.save(lut_path)
-    result.facts.update(validation=validation.report, scatter=str(paths["plot"].relative_to(out)))
+    result.facts.update(validation=validation.report.to_dict(), scatter=str(paths["plot"].relative_to(out)))
     result.steps.append(("validate", time.time() - started))
 
     # 3. search

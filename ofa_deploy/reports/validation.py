@@ -17,7 +17,7 @@ def write_outputs(result: ValidationResult, out_dir: Path) -> dict[str, Path]:
     and ``scatter.png`` in ``out_dir``; their paths by name (``report``, ``csv``, ``plot``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.json", "csv": out_dir / "measurements.csv", "plot": out_dir / "scatter.png"}
-    atomic_write_json(paths["report"], finite_json(result.report), indent=2)
+    atomic_write_json(paths["report"], finite_json(result.report.to_dict()), indent=2)
     with atomic_text_file(paths["csv"]) as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -55,9 +55,9 @@ def plot_scatter(result: ValidationResult, path: Path) -> None:
     """LUT sum and calibrated prediction vs measured, with the ±5/±10% bands (held-out half in blue)."""
     held = ~result.fit_mask
     panels = [
-        FidelitySeries(f"{result.report['backend']}: LUT sum (uncalibrated)", result.measured, result.predicted, held),
+        FidelitySeries(f"{result.report.backend}: LUT sum (uncalibrated)", result.measured, result.predicted, held),
         FidelitySeries(
-            f"{result.report['backend']}: calibrated", result.measured, result.calibration.apply(result.predicted), held
+            f"{result.report.backend}: calibrated", result.measured, result.calibration.apply(result.predicted), held
         ),
     ]
-    plot_fidelity(panels, path, title=f"{result.report['backend']}: {result.report['samples']} sub-networks")
+    plot_fidelity(panels, path, title=f"{result.report.backend}: {result.report.samples} sub-networks")
