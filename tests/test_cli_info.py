@@ -164,3 +164,17 @@ def test_a_mistyped_verb_backend_or_device_gets_a_suggestion(tmp_path, capsys):
     assert "unknown device 'zcu012' (did you mean 'zcu102'?)" in capsys.readouterr().err
     assert main(["profile", "--device", "qwertyuiop", "--out", str(tmp_path / "t.json")]) == 2
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_help_lists_each_backends_flags_under_that_backend(capsys):
+    with pytest.raises(SystemExit):
+        main(["profile", "--help"])
+    text = capsys.readouterr().out
+    sections = {}
+    for block in text.split("\n\n"):
+        head, _, body = block.partition("\n")
+        if head.endswith("):") and " flags (with --backend " in head:
+            sections[head.split()[0]] = body
+    assert {"adb", "fpga", "nvidia", "tvm"} <= set(sections), list(sections)
+    assert "--serial" in sections["adb"] and "--rpc-tracker" in sections["tvm"] and "--gpu" in sections["nvidia"]
+    assert "--serial" not in sections["tvm"] and "--dpu-arch" in sections["fpga"]

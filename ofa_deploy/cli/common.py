@@ -196,17 +196,21 @@ def backend_options() -> dict[str, list[tuple[str, CliOption]]]:
 
 
 def add_backend_flags(p: argparse.ArgumentParser) -> None:
-    """The flags declared by the backends (e.g. adb's ``--serial``); nothing backend-specific here."""
-    for flag, owners in sorted(backend_options().items()):
-        option = owners[0][1]
-        names = ", ".join(name for name, _ in owners)
+    """The flags declared by the backends (e.g. adb's ``--serial``), listed under their backend in
+    ``--help``; nothing backend-specific here."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    owned = [(", ".join(name for name, _ in owners), flag, owners[0][1]) for flag, owners in backend_options().items()]
+    for names, flag, option in sorted(owned):
+        if names not in groups:
+            first = names.split(", ")[0]
+            groups[names] = p.add_argument_group(f"{names} flags (with --backend {first} or its profiles)")
         try:
-            p.add_argument(
+            groups[names].add_argument(
                 flag,
                 dest=_dest(option),
                 type=option.type,
                 metavar=option.metavar,
-                help=f"[{names}] {option.help}" + (" (repeatable where several are used)" if option.repeatable else ""),
+                help=option.help + (" (repeatable where several are used)" if option.repeatable else ""),
                 **({"action": "append"} if option.repeatable else {}),
             )
         except (argparse.ArgumentError, ValueError) as exc:  # e.g. a plugin declaring --out: skip it, keep the CLI
