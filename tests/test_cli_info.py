@@ -178,3 +178,23 @@ def test_help_lists_each_backends_flags_under_that_backend(capsys):
     assert {"adb", "fpga", "nvidia", "tvm"} <= set(sections), list(sections)
     assert "--serial" in sections["adb"] and "--rpc-tracker" in sections["tvm"] and "--gpu" in sections["nvidia"]
     assert "--serial" not in sections["tvm"] and "--dpu-arch" in sections["fpga"]
+
+
+def test_completion_scripts_complete_verbs_flags_and_profiles(tmp_path, capsys):
+    """``completion bash`` is valid bash that completes what the parser knows; zsh and fish list the same."""
+    import shutil
+
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "ofa-deploy.bash"
+    script.write_text(capsys.readouterr().out)
+    if shutil.which("bash"):
+        ask = 'ask() { COMP_WORDS=($1); COMP_CWORD=$2; _ofa_deploy; echo "${COMPREPLY[*]}"; }'
+        cases = ["'ofa-deploy prof' 1", "'ofa-deploy profile --res' 2", "'ofa-deploy deploy --device zcu1' 3"]
+        probe = f"source {script}; {ask}; " + "; ".join(f"ask {case}" for case in cases)
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["profile", "--resolutions --resume", "zcu102 zcu104"]
+    assert main(["completion", "fish"]) == 0
+    fish = capsys.readouterr().out
+    assert "__fish_seen_subcommand_from profile' -l resolutions" in fish and "-l serial" in fish
+    assert main(["completion", "zsh"]) == 0 and "bashcompinit" in capsys.readouterr().out

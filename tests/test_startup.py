@@ -36,15 +36,19 @@ def test_library_leaves_the_process_alone(tmp_path):
         import numpy as np
         before = dict(os.environ)
         from ofa_deploy.latency.table import Calibration
-        from ofa_deploy.latency.validation import ValidationResult
+        from ofa_deploy.latency.validation import ValidationReport, ValidationResult
         from ofa_deploy.reports.validation import plot_scatter
         from ofa_deploy.space.arch import smallest_arch
         n = 6
         result = ValidationResult(
             [smallest_arch(160)] * n, np.linspace(1, 2, n), np.linspace(1.1, 2.2, n), np.linspace(1.1, 2.2, n),
             np.zeros(n), np.arange(n) % 2 == 0, Calibration(1.1, 0.0),
-            {{"before": {{"acc5": 0.5, "acc10": 1.0, "kendall_tau": 1.0}},
-              "after": {{"acc5": 1.0, "acc10": 1.0, "kendall_tau": 1.0}}, "backend": "x", "samples": n}},
+            ValidationReport(
+                n, "x", {{}}, "t.json", 1.0, [160], 0, n // 2, {{}},
+                before={{"acc5": 0.5, "acc10": 1.0, "kendall_tau": 1.0}},
+                after={{"acc5": 1.0, "acc10": 1.0, "kendall_tau": 1.0}},
+                all_before={{}}, normalised_by_reference=False, raw_after={{}},
+            ),
         )
         plot_scatter(result, {str(tmp_path / "scatter.png")!r})
         assert "matplotlib.pyplot" not in sys.modules, "pyplot loaded"

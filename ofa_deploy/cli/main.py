@@ -14,6 +14,7 @@ from ofa_deploy import __version__
 from ofa_deploy.cli import (
     benchmark,
     compile,
+    completion,
     demo,
     deploy,
     devices,
@@ -49,6 +50,7 @@ VERBS = (
     demo,
     extract,
     train_predictor,
+    completion,
 )
 
 
