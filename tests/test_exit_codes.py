@@ -469,6 +469,7 @@ def test_devices_lists_a_missing_runtime_without_failing(capsys, monkeypatch):
         pytest.param(["demo", "--budgets", "abc"], "abc", id="demo-budgets-not-numbers"),
         pytest.param(["info", "--arch", "a.json", "--colour", "red"], "--colour", id="info-unknown-flag"),
         pytest.param(["teleport"], "teleport", id="unknown-verb"),
+        pytest.param(["completion", "tcsh"], "tcsh", id="completion-unknown-shell"),
     ],
 )
 def test_usage_errors_are_exit_2_and_end_with_the_error_line(capsys, argv, names):
@@ -488,7 +489,8 @@ def test_every_verb_has_rows():
     parser = build_parser()
     [sub] = [a for a in parser._actions if a.dest == "verb"]
     verbs = set(sub.choices)
-    covered = {p.values[0][0] for p in ROWS} | {p.values[0][0] for p in MISSING_RUNTIME} | {"devices"}
+    # devices and completion read no input: their only bad input is a usage error (covered above)
+    covered = {p.values[0][0] for p in ROWS} | {p.values[0][0] for p in MISSING_RUNTIME} | {"devices", "completion"}
     assert verbs <= covered, sorted(verbs - covered)
 
 
