@@ -16,23 +16,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ofa-deploy completion``."""
     p = subparsers.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
     p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, all_verbs=subparsers)  # every verb's parser, complete once all are registered
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the completion script for ``args.shell``."""
     from ofa_deploy.backend.profiles import profile_names
-    from ofa_deploy.cli.main import build_parser
 
-    verbs = _verbs(build_parser())
+    verbs = _verbs(args.all_verbs)
     script = {"bash": _bash, "zsh": _zsh, "fish": _fish}[args.shell](verbs, profile_names())
     print(script, end="")
     return 0
 
 
-def _verbs(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+def _verbs(action: argparse._SubParsersAction) -> dict[str, list[str]]:
     """verb -> its long flags, sorted."""
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {
         verb: sorted(f for f in sub._option_string_actions if f.startswith("--"))
         for verb, sub in sorted(action.choices.items())
