@@ -201,21 +201,21 @@ class BuildPool:
         return self._pool
 
     def submit(self, onnx_bytes: bytes) -> Future:
-        if self.cache is None:
-            self.built += 1
-            return self._executor().submit(_build, onnx_bytes)
-        if self._identity is None:
-            self._identity = build_identity(self.spec)
-        key = content_key(onnx_bytes, self._identity)
-        cached = self.cache.load(key)
-        if cached is not None and elf_machine(cached) != -1:  # a damaged entry is built again
-            self.reused += 1
-            done: Future = Future()
-            done.set_result(cached)
-            return done
+        key = None
+        if self.cache is not None:
+            if self._identity is None:
+                self._identity = build_identity(self.spec)
+            key = content_key(onnx_bytes, self._identity)
+            cached = self.cache.load(key)
+            if cached is not None and elf_machine(cached) != -1:  # a damaged entry is built again
+                self.reused += 1
+                done: Future = Future()
+                done.set_result(cached)
+                return done
         self.built += 1
         future = self._executor().submit(_build, onnx_bytes)
-        future.add_done_callback(lambda finished: self._store(key, finished))
+        if key is not None:
+            future.add_done_callback(lambda finished: self._store(key, finished))
         return future
 
     def _store(self, key: str, future: Future) -> None:
