@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,10 @@ def _init_worker(spec: BuildSpec) -> None:
     """Remember the target; the work is done by the first task, so that a failure reaches the caller
     as one error instead of a broken pool."""
     os.environ.setdefault("TVM_NUM_THREADS", "1")  # a build worker must not take the whole machine
+    # tvm_ffi imports torch when it can (for DLPack exchange, which a build never uses): 3.6 of the
+    # 6 s a worker took to import TVM. A build worker is a fresh process; torch stays out of it.
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
     _worker["spec"] = spec
 
 

@@ -86,8 +86,15 @@ def _environment_left_as_found():
         pytest.fail(f"the test left environment variables changed: {', '.join(changed)}", pytrace=False)
 
 
-# pytest's own, and what libraries set when first imported (Intel's OpenMP runtime, torch's inductor)
-_SET_BY_IMPORTS = {"PYTEST_CURRENT_TEST", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "TORCHINDUCTOR_CACHE_DIR"}
+# pytest's own, and what libraries set when first imported (Intel's OpenMP runtime, torch's inductor,
+# Ray: a test that is the first on its worker to import ray failed here when run alone)
+_SET_BY_IMPORTS = {
+    "PYTEST_CURRENT_TEST",
+    "KMP_DUPLICATE_LIB_OK",
+    "KMP_INIT_AT_FORK",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "RAY_CLIENT_MODE",
+}
 
 
 TEST_STARTED = pytest.StashKey[float]()

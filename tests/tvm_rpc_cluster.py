@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "TVM_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    board_python = str(Path(__file__).parent / "board_python")  # no torch on a board (its sitecustomize)
+    path = os.pathsep.join(filter(None, [board_python, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TVM_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     out = open(log, "ab")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         [sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
