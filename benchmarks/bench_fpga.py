@@ -1,9 +1,9 @@
 """FPGA cost model against the vendor's published latencies (and, with --fit, the fit itself).
 
-The DPUCZDX8G model (backends/fpga_model.py) has five numbers the documentation does not give.
+The DPUCZDX8G model (backends/fpga/model.py) has five numbers the documentation does not give.
 ``--fit`` fits them once on the ZCU102 figures of the 2019 Xilinx AI Model Zoo (3 x B4096 @ 287 MHz,
 batch 1, one thread; ../shared/data/fpga_reference.md section 4) by least squares on log latency,
-and writes backends/fpga_parameters.json with that provenance. Without ``--fit`` it prints, for
+and writes backends/fpga/parameters.json with that provenance. Without ``--fit`` it prints, for
 every model with a published figure, the estimate, the published latency and the error, split
 into the figures the parameters were fitted on and held-out ones (later tool releases on the same
 board; other boards where a figure is known). The reference models are built from their
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from common import print_table
 
-from ofa_deploy.backends.fpga_model import DpuConfig, FittedParameters, estimate_layers, gops
+from ofa_deploy.backends.fpga.model import DpuConfig, FittedParameters, estimate_layers, gops
 from ofa_deploy.graph.onnx_reader import layers_from_onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference models live with the tests
 
 from tests.reference_cnns import reference_models
 
-PARAMETERS = Path(__file__).resolve().parent.parent / "backends" / "fpga_parameters.json"
+PARAMETERS = Path(__file__).resolve().parent.parent / "backends" / "fpga" / "parameters.json"
 ZCU102_2019 = DpuConfig(arch="B4096", cores=3, clock_mhz=287.0, ddr_gbs=17.1)
 ZCU102_VAI11 = replace(ZCU102_2019, clock_mhz=281.0)
 ZCU104_2019 = DpuConfig(arch="B4096", cores=2, clock_mhz=305.0, ddr_gbs=17.1)  # DDR speed assumed
@@ -148,7 +148,7 @@ def rows_for(cases, layers, params) -> list[list]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fit", action="store_true", help="refit and write backends/fpga_parameters.json")
+    parser.add_argument("--fit", action="store_true", help="refit and write backends/fpga/parameters.json")
     args = parser.parse_args()
     layers = _layers()
     if args.fit:

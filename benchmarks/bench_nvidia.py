@@ -17,7 +17,7 @@ import time
 from common import OUT, print_table
 
 from ofa_deploy.backend.profiles import load_profile
-from ofa_deploy.backends.nvidia_gpu import list_gpus
+from ofa_deploy.backends.nvidia.gpu import list_gpus
 from ofa_deploy.errors import OFADeployError
 from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.latency.validation import validate

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.adb import AdbBackend, list_adb_devices
-from ofa_deploy.backends.benchmark_model_output import BenchmarkFailedError
+from ofa_deploy.backends.adb.backend import AdbBackend, list_adb_devices
+from ofa_deploy.backends.adb.benchmark_model_output import BenchmarkFailedError
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import RuntimeMissingError, TargetUnavailableError
 from ofa_deploy.graph.ir import build_graph
@@ -123,7 +123,7 @@ def test_check_reports_the_phone_and_installs_the_binary(device):
 
 
 def test_rsa_key_created_once_private_and_reused(device, tmp_path):
-    from ofa_deploy.backends.adb_connection import config_dir
+    from ofa_deploy.backends.adb.connection import config_dir
 
     for _ in range(2):
         AdbBackend(FAST, **settings(device)).check()
@@ -381,7 +381,7 @@ def test_key_pair_made_once_when_devices_are_reached_in_parallel(tmp_path):
     """Deploy and sharded profiles reach several devices at once: none may read a half-written key."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ofa_deploy.backends.adb_connection import ensure_adb_key
+    from ofa_deploy.backends.adb.connection import ensure_adb_key
     from tests.adb_device.auth import parse_public_key
 
     path = tmp_path / "adbkey"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.adb import parse_benchmark_output
-from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
-from ofa_deploy.backends.benchmark_model_output import BenchmarkBinaryMissingError, BenchmarkFailedError
+from ofa_deploy.backends.adb.backend import parse_benchmark_output
+from ofa_deploy.backends.adb.batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
+from ofa_deploy.backends.adb.benchmark_model_output import BenchmarkBinaryMissingError, BenchmarkFailedError
 from ofa_deploy.errors import OFADeployError, TargetUnavailableError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"

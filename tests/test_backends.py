@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ofa_deploy.backend.registry import BUILTIN_BACKENDS, backend_names, create_backend
+from ofa_deploy.backend.registry import backend_names, builtin_backends, create_backend
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError, RuntimeMissingError
@@ -24,8 +24,8 @@ def backend(request):
 
 
 def test_registry_lists_builtins():
-    assert set(BUILTIN_BACKENDS) <= set(backend_names())
-    assert set(RUNTIME_MODULES) | {"adb", "fpga", "nvidia", "tvm"} == set(BUILTIN_BACKENDS)
+    assert set(builtin_backends()) <= set(backend_names())
+    assert set(RUNTIME_MODULES) | {"adb", "fpga", "nvidia", "tvm"} == set(builtin_backends())
 
 
 RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}

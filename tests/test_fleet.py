@@ -185,7 +185,7 @@ def test_all_devices_takes_the_ready_targets_only(profile_yaml, phones, monkeypa
     is left out), by the id its target flag takes."""
     from ofa_deploy.backend.interface import Target
     from ofa_deploy.backend.profiles import load_profile
-    from ofa_deploy.backends.adb import AdbBackend
+    from ofa_deploy.backends.adb.backend import AdbBackend
     from ofa_deploy.cli.fleet_args import specs_from_args
     from ofa_deploy.cli.main import build_parser
 

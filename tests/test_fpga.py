@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ofa_deploy.backend.registry import create_backend
-from ofa_deploy.backends.fpga_model import DpuConfig, FittedParameters, estimate_layers
+from ofa_deploy.backends.fpga.model import DpuConfig, FittedParameters, estimate_layers
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph

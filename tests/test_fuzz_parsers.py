@@ -475,10 +475,10 @@ def test_load_profile(workdir, data):
 def _settings_classes() -> dict[str, type]:
     import importlib
 
-    from ofa_deploy.backend.registry import BUILTIN_BACKENDS
+    from ofa_deploy.backend.registry import builtin_backends
 
     out = {}
-    for name, target in BUILTIN_BACKENDS.items():
+    for name, target in builtin_backends().items():
         module, _, cls = target.partition(":")
         out[name] = getattr(importlib.import_module(module), cls).Settings
     return out
@@ -519,7 +519,7 @@ def test_recorded_settings(data):
 @given(st.one_of(raw_text, st.builds(" ".join, st.lists(st.one_of(raw_text, NUMBER_TEXT), max_size=5))))
 def test_adb_lock_owner_line(text):
     """The owner line of an adb device lock is read back from the device: any text is handled."""
-    from ofa_deploy.backends.adb_lock import DeviceLock
+    from ofa_deploy.backends.adb.lock import DeviceLock
 
     lock = DeviceLock("/data/local/tmp/fuzz.lock")
     assert lock._stale(text) in (True, False) and "\n" not in DeviceLock._who(text)
@@ -538,7 +538,7 @@ _STATS_LINE = st.builds(
 @FUZZ
 @given(st.one_of(st.sampled_from(BENCHMARK_OUTPUTS).flatmap(mutated_text), raw_text, _STATS_LINE))
 def test_benchmark_model_output(text):
-    from ofa_deploy.backends.benchmark_model_output import parse_benchmark_output
+    from ofa_deploy.backends.adb.benchmark_model_output import parse_benchmark_output
 
     result = parse_or_refuse(parse_benchmark_output, text)
     if result is not None:
@@ -941,7 +941,7 @@ def _batch_output() -> str:
 @FUZZ
 @given(st.one_of(st.just(_batch_output()).flatmap(mutated_text), raw_text))
 def test_adb_batch_output(text):
-    from ofa_deploy.backends.adb_batch import parse_batch_output
+    from ofa_deploy.backends.adb.batch import parse_batch_output
 
     parse_or_refuse(parse_batch_output, text, ["key-a", "key-b"], "ref-key")
 
@@ -1092,7 +1092,7 @@ def test_tracker_replies(data):
 
     from tvm.rpc import base
 
-    from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient, key_count
+    from ofa_deploy.backends.tvm.rpc import Endpoint, TrackerClient, key_count
 
     reply = _tracker_reply(data.draw)
     ask = data.draw(st.sampled_from(["summary", "request"]))
@@ -1128,13 +1128,13 @@ def _lut_with(lut_document: dict, text_edit: Callable[[str], str], path: Path) -
 
 
 def test_fixed_adb_batch_tag(workdir):
-    from ofa_deploy.backends.adb_batch import parse_batch_output
+    from ofa_deploy.backends.adb.batch import parse_batch_output
 
     _pin(parse_batch_output, "@@ofa-deploy begin mx 0\nINFO: count=3 curr=5\n@@ofa-deploy end 0\n", ["a"], None)
 
 
 def test_fixed_adb_batch_marker_without_tag():
-    from ofa_deploy.backends.adb_batch import parse_batch_output
+    from ofa_deploy.backends.adb.batch import parse_batch_output
 
     _pin(parse_batch_output, "@@ofa-deploy begin \n@@ofa-deploy done\n", ["a"], None)
 

@@ -22,10 +22,11 @@ import pytest
 
 from ofa_deploy.backend.profiles import load_profile
 from ofa_deploy.backend.timing import Reference, TimingOptions
-from ofa_deploy.backends import nvidia_conditions, nvidia_gpu
-from ofa_deploy.backends.nvidia import NvidiaBackend, dynamic_batch_onnx
-from ofa_deploy.backends.nvidia_cache import EngineCache, engine_key
-from ofa_deploy.backends.nvidia_timing import GpuLatencyStats, parse_batch_sizes, time_gpu, with_batch
+from ofa_deploy.backends.nvidia import conditions as nvidia_conditions
+from ofa_deploy.backends.nvidia import gpu as nvidia_gpu
+from ofa_deploy.backends.nvidia.backend import NvidiaBackend, dynamic_batch_onnx
+from ofa_deploy.backends.nvidia.engine_cache import EngineCache, engine_key
+from ofa_deploy.backends.nvidia.timing import GpuLatencyStats, parse_batch_sizes, time_gpu, with_batch
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 from ofa_deploy.graph.ir import build_graph
@@ -322,7 +323,7 @@ def test_torch_engine_module_computes_what_the_onnx_computes():
     """The torch engine's module (run here on the CPU) against ONNX Runtime on a whole sub-network."""
     import torch
 
-    from ofa_deploy.backends.nvidia_torch import graph_module
+    from ofa_deploy.backends.nvidia.torch_engine import graph_module
     from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
     arch = sample_arch(np.random.default_rng(5), resolutions=[160])

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.nvidia import NvidiaBackend, engine_runtime
-from ofa_deploy.backends.nvidia_gpu import list_gpus
+from ofa_deploy.backends.nvidia.backend import NvidiaBackend, engine_runtime
+from ofa_deploy.backends.nvidia.gpu import list_gpus
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import OFADeployError, RuntimeMissingError
 from ofa_deploy.latency.profiling import reference_key

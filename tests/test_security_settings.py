@@ -25,7 +25,7 @@ import yaml
 from ofa_deploy.backend.registry import backend_class
 from ofa_deploy.backend.settings import LOCAL, MEASUREMENT, BackendSettings, setting
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.adb import AdbBackend
+from ofa_deploy.backends.adb.backend import AdbBackend
 from ofa_deploy.cli.main import main
 from ofa_deploy.deploy.integrity import manifest_digest
 from ofa_deploy.space.ops import resolution_ops

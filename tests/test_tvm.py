@@ -15,10 +15,10 @@ pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install '
 from ofa_deploy.backend.build_cache import content_key
 from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.tvm import TvmBackend
-from ofa_deploy.backends.tvm_build import EM_X86_64, BuildSpec, build_identity, elf_machine, parse_target
-from ofa_deploy.backends.tvm_cuda import cuda_newer_than_board
-from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient
+from ofa_deploy.backends.tvm.backend import TvmBackend
+from ofa_deploy.backends.tvm.build import EM_X86_64, BuildSpec, build_identity, elf_machine, parse_target
+from ofa_deploy.backends.tvm.cuda import cuda_newer_than_board
+from ofa_deploy.backends.tvm.rpc import Endpoint, TrackerClient
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 from ofa_deploy.graph.ir import build_graph
@@ -206,8 +206,8 @@ def test_a_device_that_finished_its_jobs_waits_for_a_job_that_may_fail_over(monk
     device 1 is lost with no replacement. Its job comes back to the queue and device 0 must take it.
     (Device 0 used to leave as soon as the queue was empty: the job was never timed and the profile
     failed with 'no replacement' although a device was alive; seen under load in test_tvm_rpc.)"""
-    from ofa_deploy.backends.tvm import _Job
-    from ofa_deploy.backends.tvm_rpc import DeviceLostError
+    from ofa_deploy.backends.tvm.backend import _Job
+    from ofa_deploy.backends.tvm.rpc import DeviceLostError
 
     class Session:
         def __init__(self, name):

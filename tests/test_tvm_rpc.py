@@ -15,7 +15,7 @@ import yaml
 pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install 'ofa-deploy[tvm]')")
 
 from ofa_deploy.backend.timing import TimingOptions
-from ofa_deploy.backends.tvm import TvmBackend
+from ofa_deploy.backends.tvm.backend import TvmBackend
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import TargetUnavailableError
 from ofa_deploy.latency.profiling import ProfilePlan, profile, profile_metadata, reference_key

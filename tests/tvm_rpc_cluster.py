@@ -109,7 +109,7 @@ class RpcCluster:
         return port
 
     def _summary(self) -> dict | None:
-        from ofa_deploy.backends.tvm_rpc import Endpoint, TrackerClient
+        from ofa_deploy.backends.tvm.rpc import Endpoint, TrackerClient
 
         try:
             client = TrackerClient(Endpoint("127.0.0.1", self.tracker_port), 2.0)
@@ -123,7 +123,7 @@ class RpcCluster:
             client.close()
 
     def registered(self, key: str | None = None) -> int:
-        from ofa_deploy.backends.tvm_rpc import key_count
+        from ofa_deploy.backends.tvm.rpc import key_count
 
         return key_count(self._summary() or {}, key or self.key)
 

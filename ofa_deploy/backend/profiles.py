@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from ofa_deploy.backend.interface import Backend
-from ofa_deploy.backend.registry import TOOLKIT_DISTRIBUTION, backend_class, plugin_entry_points, provider_of
+from ofa_deploy.backend.registry import TOOLKIT_DISTRIBUTION, backend_class, entry_points_in, provider_of
 from ofa_deploy.backend.settings import parse_settings
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError, did_you_mean, short_repr
@@ -109,7 +109,7 @@ class NamedProfile:
 def named_profiles() -> dict[str, NamedProfile]:
     """Every profile known by name: the built-in ones, then those plugins ship (clashes refused)."""
     found = {name: NamedProfile(name, f, TOOLKIT_DISTRIBUTION) for name, f in _yaml_files(_builtin_dir()).items()}
-    for ep in plugin_entry_points(PROFILE_ENTRY_POINT_GROUP):
+    for ep in entry_points_in(PROFILE_ENTRY_POINT_GROUP):
         provider = provider_of(ep)
         try:
             files = _yaml_files(resources.files(ep.value))

@@ -1,18 +1,21 @@
-"""Backend discovery: the built-in backends plus every plugin in the entry-point group.
+"""Backend discovery: every backend is an entry point of the ``ofa_deploy.backends`` group.
 
-A third-party package adds a backend with, in its ``pyproject.toml``::
+The built-in backends are registered exactly as a plugin's are, in ofa-deploy's own
+``pyproject.toml``; a third-party package adds one with, in its ``pyproject.toml``::
 
     [project.entry-points."ofa_deploy.backends"]
     mybackend = "my_package.module:MyBackend"
 
-A plugin whose name is already taken (by a built-in or an earlier plugin) is refused with one
-warning line naming both packages; the first owner keeps the name.
+The toolkit's own entry points come first; a plugin whose name is already taken (by a built-in or
+an earlier plugin) is refused with one warning line naming both packages, and the first owner keeps
+the name.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata as importlib_metadata
@@ -24,16 +27,6 @@ from ofa_deploy.errors import BadInputError, OFADeployError, did_you_mean
 
 ENTRY_POINT_GROUP = "ofa_deploy.backends"
 TOOLKIT_DISTRIBUTION = "ofa-deploy"
-BUILTIN_BACKENDS = {
-    "onnxruntime": "ofa_deploy.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "ofa_deploy.backends.openvino:OpenVinoBackend",
-    "tflite": "ofa_deploy.backends.tflite:TFLiteBackend",
-    "adb": "ofa_deploy.backends.adb:AdbBackend",
-    "fpga": "ofa_deploy.backends.fpga:FpgaBackend",
-    "nvidia": "ofa_deploy.backends.nvidia:NvidiaBackend",
-    "tvm": "ofa_deploy.backends.tvm:TvmBackend",
-}
-
 log = logging.getLogger(__name__)
 
 
@@ -56,24 +49,45 @@ def provider_of(ep: importlib_metadata.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
 
 
-def plugin_entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
+def entry_points_in(group: str) -> list[importlib_metadata.EntryPoint]:
     """The entry points of ``group``, by name; none (with one warning) when the metadata cannot be read."""
     try:
         return sorted(importlib_metadata.entry_points(group=group), key=lambda ep: ep.name)
     except Exception as exc:  # a broken third-party distribution must not break the toolkit
-        log.warning("could not read the %s entry points (%s); only the built-in ones are available", group, exc)
+        log.warning("could not read the %s entry points (%s)", group, exc)
         return []
+
+
+def _normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _is_toolkit(ep: importlib_metadata.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and _normalized(dist.name) == TOOLKIT_DISTRIBUTION
+
+
+@cache
+def builtin_backends() -> dict[str, str]:
+    """The toolkit's own backends (name -> ``module:Class``), read from its installed entry points."""
+    found = {ep.name: ep.value for ep in entry_points_in(ENTRY_POINT_GROUP) if _is_toolkit(ep)}
+    if not found:
+        raise OFADeployError(
+            "ofa-deploy's own backends are not registered (its installed metadata has no 'ofa_deploy.backends' "
+            "entry points): reinstall it, e.g. pip install --force-reinstall ofa-deploy"
+        )
+    return found
 
 
 @cache
 def discover() -> dict[str, BackendEntry]:
-    """Backend name -> where it comes from: built-ins first, then plugins (clashes refused)."""
-    entries = {name: BackendEntry(name, target, TOOLKIT_DISTRIBUTION) for name, target in BUILTIN_BACKENDS.items()}
-    for ep in plugin_entry_points(ENTRY_POINT_GROUP):
+    """Backend name -> where it comes from: the toolkit's own first, then plugins (clashes refused)."""
+    entries = {name: BackendEntry(name, target, TOOLKIT_DISTRIBUTION) for name, target in builtin_backends().items()}
+    for ep in entry_points_in(ENTRY_POINT_GROUP):
+        if _is_toolkit(ep):
+            continue
         provider = provider_of(ep)
         if ep.name in entries:
-            if entries[ep.name].target == ep.value:
-                continue  # the same class registered twice (e.g. the toolkit's own metadata): not a clash
             log.warning(
                 "backend plugin '%s' from %s is refused: the name is already taken by %s (%s); rename the plugin's "
                 "entry point",

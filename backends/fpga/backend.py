@@ -18,7 +18,7 @@ from ofa_deploy.backend.artifact import COST_REPORT, Artifact
 from ofa_deploy.backend.interface import AnalyticalBackend, CliOption, DesignSpace
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
-from ofa_deploy.backends.fpga_model import (
+from ofa_deploy.backends.fpga.model import (
     ARCHITECTURES,
     MODEL_VERSION,
     CostReport,

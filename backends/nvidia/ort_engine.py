@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.interface import require_module
-from ofa_deploy.backends.nvidia_cuda import EventTimer
+from ofa_deploy.backends.nvidia.cuda_runtime import EventTimer
 from ofa_deploy.errors import RuntimeMissingError
 
 TENSORRT_EP, CUDA_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider"

@@ -2,7 +2,7 @@
 
 Facts come from the vendor's documentation (docs/fpga.md lists them with sources); five numbers
 the documentation does not give are fitted once on the vendor's published ZCU102 latencies
-(``fpga_parameters.json``, written by ``benchmarks/bench_fpga.py --fit``, with its provenance).
+(``parameters.json``, written by ``benchmarks/bench_fpga.py --fit``, with its provenance).
 
 Per layer, on one core (a batch-1 inference runs on one core):
 
@@ -90,7 +90,7 @@ class FittedParameters:
 
     @classmethod
     def load(cls) -> FittedParameters:
-        text = (resources.files("ofa_deploy.backends") / "fpga_parameters.json").read_text()
+        text = (resources.files("ofa_deploy.backends.fpga") / "parameters.json").read_text()
         data = json.loads(text)
         names = [f.name for f in fields(cls) if f.name != "provenance"]
         return cls(**{k: float(data[k]) for k in names}, provenance=data.get("provenance", {}))

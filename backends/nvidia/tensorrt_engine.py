@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.interface import require_module
-from ofa_deploy.backends.nvidia_cache import EngineCache
-from ofa_deploy.backends.nvidia_cuda import DeviceBuffer, EventTimer
+from ofa_deploy.backends.nvidia.cuda_runtime import DeviceBuffer, EventTimer
+from ofa_deploy.backends.nvidia.engine_cache import EngineCache
 from ofa_deploy.errors import OFADeployError
 
 log = logging.getLogger(__name__)

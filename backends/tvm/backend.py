@@ -1,13 +1,13 @@
 """Jetson (and any TVM RPC target): TVM Relax builds timed with ``time_evaluator`` over TVM RPC.
 
 Each operator (or whole network) is written as ONNX, imported into Relax, built for the device
-profile's target in worker processes on this machine (:mod:`ofa_deploy.backends.tvm_build`),
-linked for the board's CPU (:mod:`ofa_deploy.backends.tvm_cross`), uploaded through an RPC
+profile's target in worker processes on this machine (:mod:`ofa_deploy.backends.tvm.build`),
+linked for the board's CPU (:mod:`ofa_deploy.backends.tvm.cross`), uploaded through an RPC
 session and timed there in rounds, each followed by the drift reference operator
-(:mod:`ofa_deploy.backends.tvm_rpc`). Devices come from a TVM tracker under a key (several at
+(:mod:`ofa_deploy.backends.tvm.rpc`). Devices come from a TVM tracker under a key (several at
 once share a batch; a device that drops out hands its work to the others or to a replacement),
 from one direct server, or, for ``tvm-llvm-host``, from this process. CUDA code for a board is
-compiled here without a GPU (:mod:`ofa_deploy.backends.tvm_cuda`). Setup and figures: docs/tvm.md.
+compiled here without a GPU (:mod:`ofa_deploy.backends.tvm.cuda`). Setup and figures: docs/tvm.md.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
 from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
-from ofa_deploy.backends.tvm_build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
-from ofa_deploy.backends.tvm_cross import LINKERS
-from ofa_deploy.backends.tvm_cuda import Nvrtc, cuda_newer_than_board
-from ofa_deploy.backends.tvm_rpc import (
+from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
+from ofa_deploy.backends.tvm.cross import LINKERS
+from ofa_deploy.backends.tvm.cuda import Nvrtc, cuda_newer_than_board
+from ofa_deploy.backends.tvm.rpc import (
     Connection,
     DeviceLostError,
     DeviceSession,

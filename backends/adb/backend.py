@@ -27,21 +27,21 @@ from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, Target, require_module
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
-from ofa_deploy.backends.adb_batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
-from ofa_deploy.backends.adb_connection import (
+from ofa_deploy.backends.adb.batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
+from ofa_deploy.backends.adb.benchmark_model_output import (
+    BenchmarkBinaryMissingError,
+    BenchmarkFailedError,
+    BenchmarkResult,
+    parse_benchmark_output,
+)
+from ofa_deploy.backends.adb.connection import (
     AdbConnection,
     ConnectionSettings,
     DeviceSession,
     config_dir,
     list_adb_devices,
 )
-from ofa_deploy.backends.adb_lock import DeviceLock, forget
-from ofa_deploy.backends.benchmark_model_output import (
-    BenchmarkBinaryMissingError,
-    BenchmarkFailedError,
-    BenchmarkResult,
-    parse_benchmark_output,
-)
+from ofa_deploy.backends.adb.lock import DeviceLock, forget
 from ofa_deploy.backends.tflite import TFLiteBackend, tflite_artifact
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 from ofa_deploy.graph.ir import Graph, build_graph

@@ -3,7 +3,7 @@
 Builds run in worker processes (``BuildPool``), so many operators compile in parallel while the
 device times the ones already built, and so each worker can prepare what the target needs before
 TVM is imported (the CUDA driver stub and NVRTC for a GPU-less CUDA build, see
-:mod:`ofa_deploy.backends.tvm_cuda`). GPU targets get TVM's default GPU schedule rules
+:mod:`ofa_deploy.backends.tvm.cuda`). GPU targets get TVM's default GPU schedule rules
 (``tvm.s_tir.dlight``, applied by the CUDA default pipeline); CPU targets TVM's default CPU pipeline.
 Every library built is kept in the user's build cache (:mod:`ofa_deploy.backend.build_cache`), keyed
 by its ONNX bytes and everything else it depends on (:func:`build_identity`): a resumed profile, a
@@ -29,8 +29,9 @@ from typing import Any
 
 from ofa_deploy import __version__
 from ofa_deploy.backend.build_cache import BuildCache, content_key
-from ofa_deploy.backends import tvm_cross, tvm_cuda
-from ofa_deploy.backends.tvm_cross import shared_library_linker
+from ofa_deploy.backends.tvm import cross as tvm_cross
+from ofa_deploy.backends.tvm import cuda as tvm_cuda
+from ofa_deploy.backends.tvm.cross import shared_library_linker
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,14 @@
 """NVIDIA GPUs: TensorRT, ONNX Runtime (TensorRT or CUDA provider) or torch CUDA, timed with CUDA events.
 
 A timed local runtime whose clock is the GPU's: every run is timed by CUDA events on the engine's
-stream (:mod:`ofa_deploy.backends.nvidia_timing`), with the toolkit's rounds and drift reference.
+stream (:mod:`ofa_deploy.backends.nvidia.timing`), with the toolkit's rounds and drift reference.
 Values are per *call on a batch* (``batch_size``, 64 in OFA's GPU tables); LUT keys stay the
 official per-image keys and the batch size is recorded with the settings in the table and bundle.
 
 Engines, in order of preference (``engine: auto`` takes the first one installed):
 
 * ``tensorrt``: one serialized engine per operator/network, fp32 or fp16, built from the toolkit's
-  ONNX with a timing cache shared across keys, cached on disk (:mod:`~ofa_deploy.backends.nvidia_cache`);
+  ONNX with a timing cache shared across keys, cached on disk (:mod:`~ofa_deploy.backends.nvidia.engine_cache`);
 * ``ort-tensorrt`` / ``ort-cuda``: onnxruntime-gpu with the TensorRT or CUDA execution provider;
 * ``torch``: the graph as a torch module on a CUDA build of torch.
 
@@ -41,10 +41,10 @@ from ofa_deploy.backend.interface import (
 )
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import Reference, TimingOptions
-from ofa_deploy.backends import nvidia_conditions
-from ofa_deploy.backends.nvidia_cache import EngineCache, default_cache_dir
-from ofa_deploy.backends.nvidia_gpu import GpuInfo, list_gpus, select_gpu
-from ofa_deploy.backends.nvidia_timing import GpuLatencyStats, batch_row, parse_batch_sizes, time_gpu, with_batch
+from ofa_deploy.backends.nvidia import conditions as nvidia_conditions
+from ofa_deploy.backends.nvidia.engine_cache import EngineCache, default_cache_dir
+from ofa_deploy.backends.nvidia.gpu import GpuInfo, list_gpus, select_gpu
+from ofa_deploy.backends.nvidia.timing import GpuLatencyStats, batch_row, parse_batch_sizes, time_gpu, with_batch
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError, TargetUnavailableError
 from ofa_deploy.graph.ir import Graph, build_graph
 from ofa_deploy.space.ops import OpSpec
@@ -104,13 +104,13 @@ def engine_runtime(engine: str) -> dict[str, str]:
     """``{"runtime", "runtime_version"}`` of one engine; RuntimeMissingError naming what to install."""
     if engine == "tensorrt":
         trt = require_module("nvidia", EXTRA, "tensorrt")
-        from ofa_deploy.backends.nvidia_cuda import cudart
+        from ofa_deploy.backends.nvidia.cuda_runtime import cudart
 
         cudart()
         return {"runtime": "tensorrt", "runtime_version": str(trt.__version__)}
     if engine in ("ort-tensorrt", "ort-cuda"):
-        from ofa_deploy.backends.nvidia_cuda import cudart
-        from ofa_deploy.backends.nvidia_ort import CUDA_EP, TENSORRT_EP, onnxruntime_gpu
+        from ofa_deploy.backends.nvidia.cuda_runtime import cudart
+        from ofa_deploy.backends.nvidia.ort_engine import CUDA_EP, TENSORRT_EP, onnxruntime_gpu
 
         ort = onnxruntime_gpu(TENSORRT_EP if engine == "ort-tensorrt" else CUDA_EP)
         cudart()
@@ -259,7 +259,7 @@ class NvidiaBackend(LocalRuntimeBackend):
 
     # ------------------------------------------------------------------ measuring
     def _cache(self) -> EngineCache:
-        from ofa_deploy.backends.nvidia_tensorrt import tensorrt_version
+        from ofa_deploy.backends.nvidia.tensorrt_engine import tensorrt_version
 
         directory = Path(self.settings.engine_cache).expanduser() if self.settings.engine_cache else default_cache_dir()
         return EngineCache(directory, tensorrt_version(), self.gpu.cache_tag)
@@ -268,7 +268,7 @@ class NvidiaBackend(LocalRuntimeBackend):
         """A TimedRunner of ``graph`` (already at its batch size) on the chosen engine."""
         engine, gpu, s = self.engine, self.gpu, self.settings
         if engine == "torch":
-            from ofa_deploy.backends.nvidia_torch import TorchCudaRunner
+            from ofa_deploy.backends.nvidia.torch_engine import TorchCudaRunner
 
             return TorchCudaRunner(graph, gpu.index, s.precision, s.cuda_graphs)
         if onnx is None:
@@ -276,11 +276,11 @@ class NvidiaBackend(LocalRuntimeBackend):
 
             onnx = to_onnx_bytes(graph)
         if engine == "tensorrt":
-            from ofa_deploy.backends.nvidia_tensorrt import BuildOptions, TensorRTRunner, build_engine
+            from ofa_deploy.backends.nvidia.tensorrt_engine import BuildOptions, TensorRTRunner, build_engine
 
             built = build_engine(onnx, BuildOptions(s.precision, s.workspace_mib, batch_shapes), self._cache())
             return TensorRTRunner(built, graph.input_shape, gpu.index, s.cuda_graphs)
-        from ofa_deploy.backends.nvidia_ort import OrtGpuRunner
+        from ofa_deploy.backends.nvidia.ort_engine import OrtGpuRunner
 
         cache = Path(s.engine_cache).expanduser() if s.engine_cache else default_cache_dir()
         return OrtGpuRunner(
@@ -336,7 +336,7 @@ class NvidiaBackend(LocalRuntimeBackend):
         }
         if self.engine != "tensorrt":
             return Artifact(ONNX, [ONNX_FILE], "input", input_shape, "NCHW", "output", output_shape, details)
-        from ofa_deploy.backends.nvidia_tensorrt import BuildOptions, build_engine, tensorrt_version
+        from ofa_deploy.backends.nvidia.tensorrt_engine import BuildOptions, build_engine, tensorrt_version
 
         largest = max(self._batch_sizes())
         shape = graph.input_shape[1:]
@@ -353,7 +353,7 @@ class NvidiaBackend(LocalRuntimeBackend):
     def _artifact_runner(self, directory: Path, artifact: Artifact, batch: int):
         shape = (batch, *artifact.input_shape[1:])
         if artifact.kind == TENSORRT_ENGINE:
-            from ofa_deploy.backends.nvidia_tensorrt import TensorRTRunner, tensorrt_version
+            from ofa_deploy.backends.nvidia.tensorrt_engine import TensorRTRunner, tensorrt_version
 
             needed, installed = artifact.details.get("tensorrt_version"), tensorrt_version()
             if needed != installed:

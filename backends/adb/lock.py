@@ -27,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from ofa_deploy.backends.adb_connection import DeviceSession
+from ofa_deploy.backends.adb.connection import DeviceSession
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ofa_deploy.backend.timing import LatencyStats, TimingOptions
-from ofa_deploy.backends.benchmark_model_output import (
+from ofa_deploy.backends.adb.benchmark_model_output import (
     BenchmarkFailedError,
     BenchmarkResult,
     parse_benchmark_output,

@@ -1,0 +1,1 @@
+"""Android phones over ADB: TFLite's ``benchmark_model`` on the phone's CPU, driven by adb-shell."""

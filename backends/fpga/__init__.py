@@ -1,0 +1,1 @@
+"""Xilinx DPU FPGA accelerators: an analytical per-layer cost model (no hardware needed)."""

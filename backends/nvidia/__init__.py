@@ -1,0 +1,1 @@
+"""NVIDIA GPUs: TensorRT, ONNX Runtime or torch CUDA engines, timed with CUDA events."""
