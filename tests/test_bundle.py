@@ -196,3 +196,38 @@ def test_compile_bad_inputs(arch_file, tmp_path, capsys):
     )
     assert "calibration data" in capsys.readouterr().err
     assert main(["compile", "--arch", str(arch_file), "--backend", "nope", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_manifest_compile_writes_is_read_back_by_the_same_class(tmp_path):
+    """Manifest.create lays out the document and parses it with the checks every reader runs:
+    the typed fields come back equal, and a manifest no reader would accept is never written."""
+    from ofa_deploy.backend.artifact import Artifact
+    from ofa_deploy.backend.registry import create_backend
+    from ofa_deploy.deploy.manifest import Manifest
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.latency.metadata import ReferenceInfo
+    from ofa_deploy.space.analytics import arch_stats
+
+    arch = Arch.from_dict(ARCH)
+    backend = create_backend("onnxruntime")
+    artifact = Artifact("onnx", ["model.onnx"], "input", [1, 3, 128, 128], "NCHW", "logits", [1, 1000])
+    fields = dict(
+        arch=arch,
+        width_mult=1.0,
+        stats=arch_stats(arch, 1.0),
+        backend=backend,
+        runtime={"runtime": "onnxruntime", "runtime_version": "1"},
+        artifact=artifact,
+        verification={"passed": True},
+        weights="random",
+        reference=ReferenceInfo("ref-key", 1.5),
+    )
+    manifest = Manifest.create(
+        tmp_path / "manifest.json", checksums={"model.onnx": "a" * 64, "arch.json": "b" * 64}, **fields
+    )
+    assert manifest.arch == arch and manifest.width_mult == 1.0 and manifest.backend_name == "onnxruntime"
+    assert manifest.artifact == artifact and manifest.files == ["model.onnx", "arch.json"]
+    assert manifest.reference == ReferenceInfo("ref-key", 1.5) and manifest.timing == backend.timing
+    assert json.loads(json.dumps(manifest.document)) == manifest.document  # plain JSON, as written
+    with pytest.raises(BadInputError, match="artifact.files"):
+        Manifest.create(tmp_path / "manifest.json", checksums={}, **fields)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ofa_deploy import __version__
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.timing import Measurement
@@ -33,15 +32,15 @@ from ofa_deploy.deploy.integrity import (
     signature_document,
     verify_signature,
 )
-from ofa_deploy.deploy.manifest import FORMAT, MANIFEST, Manifest, read_manifest
+from ofa_deploy.deploy.manifest import MANIFEST, Manifest, read_manifest
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.files import atomic_directory, atomic_write_json
 from ofa_deploy.graph.from_torch import torch_weights
-from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.graph.ir import Graph, build_graph
 from ofa_deploy.latency.profiling import load_reference
 from ofa_deploy.latency.table import LatencyTable
 from ofa_deploy.nn.bn_calibration import recalibrate_bn
-from ofa_deploy.nn.data import image_batches, preprocessing
+from ofa_deploy.nn.data import image_batches
 from ofa_deploy.nn.extraction import build_subnet
 from ofa_deploy.space.analytics import arch_stats
 from ofa_deploy.space.arch import Arch
@@ -140,7 +139,8 @@ def compile_bundle(
     out = Path(out)
     graph = build_graph(arch_ops(arch, w), torch_weights(net))
     with atomic_directory(out, force=force) as build:
-        manifest = _build(arch, w, net, backend, runtime, graph, build, weights, calibrated, supernet_path, table)
+        subnet = _Subnet(arch, w, net, weights, supernet_path, calibrated)
+        manifest = _build(build, backend, runtime, graph, subnet, table)
         if sign_key is not None:
             atomic_write_json(build / SIGNATURE_FILE, signature_document(manifest, sign_key), indent=2)
     verification = manifest["verification"]
@@ -153,68 +153,48 @@ def compile_bundle(
     return CompileResult(out, manifest)
 
 
-def _build(arch, w, net, backend, runtime, graph, out: Path, weights, calibrated, supernet_path, table) -> dict:
+@dataclass(frozen=True)
+class _Subnet:
+    """The sub-network a bundle is compiled from, and where its weights came from."""
+
+    arch: Arch
+    width_mult: float
+    net: torch.nn.Module
+    weights: str
+    supernet_path: str | Path | None
+    bn_recalibration: dict[str, Any] | None
+
+
+def _build(
+    out: Path, backend: Backend, runtime: dict[str, Any], graph: Graph, subnet: _Subnet, table: LatencyTable | None
+) -> dict:
     """Write the artifact, arch.json and manifest.json into ``out`` (the temporary build directory)."""
+    arch, w = subnet.arch, subnet.width_mult
     artifact = backend.compile(graph, out)
     (out / "arch.json").write_text(json.dumps({**arch.to_dict(), "width_mult": w}, indent=2) + "\n")
     files = [*artifact.files, "arch.json"]
-    verification = _verify(backend, out, artifact, net, arch.r)
-    stats = arch_stats(arch, w)
-    predicted = None
-    reference = None
-    if table is not None:
-        predicted = _prediction(table, arch, w)
-        reference = table.metadata.reference.to_dict() if table.metadata.reference else None
-    supernet = None
-    if supernet_path is not None:
-        supernet = {"path": str(supernet_path), "sha256": sha256(Path(supernet_path))}
-    manifest = {
-        "format": FORMAT,
-        "toolkit_version": __version__,
-        "created": _now(),
-        "arch": arch.to_dict(),
-        "arch_hash": arch.stable_hash(),
-        "resolution": arch.r,
-        "width_mult": w,
-        "flops_m": stats.flops_m,
-        "params": stats.params,
-        "peak_memory_mb": stats.peak_memory_bytes / 2**20,
-        "weights": weights,
-        "supernet": supernet,
-        "bn_recalibration": calibrated,
-        "backend": {
-            "name": backend.name,
-            "kind": backend.kind.value,
-            **runtime,
-            "timing": backend.timing.to_dict(),
-            "settings": backend.settings.recorded(),  # measurement settings only: never paths, serials, keys
-        },
-        "artifact": {
-            "kind": artifact.kind,
-            "files": files,
-            "main": artifact.main,
-            "details": artifact.details,
-            "input": {
-                "name": artifact.input_name,
-                "shape": artifact.input_shape,
-                "layout": artifact.layout,
-                "dtype": "float32",
-            },
-            "output": {
-                "name": artifact.output_name,
-                "shape": artifact.output_shape,
-                "meaning": f"logits, {artifact.output_shape[-1]} classes",
-            },
-            "preprocessing": preprocessing(arch.r),
-        },
-        "predicted_latency": predicted,
-        "reference": reference,
-        "verification": verification,
-        "checksums": {name: sha256(out / name) for name in files},
-        "measurements": [],
-    }
-    write_manifest(out, manifest)
-    return manifest
+    manifest = Manifest.create(
+        out / MANIFEST,
+        arch=arch,
+        width_mult=w,
+        stats=arch_stats(arch, w),
+        backend=backend,
+        runtime=runtime,
+        artifact=artifact,
+        checksums={name: sha256(out / name) for name in files},
+        verification=_verify(backend, out, artifact, subnet.net, arch.r),
+        weights=subnet.weights,
+        supernet=(
+            {"path": str(subnet.supernet_path), "sha256": sha256(Path(subnet.supernet_path))}
+            if subnet.supernet_path is not None
+            else None
+        ),
+        bn_recalibration=subnet.bn_recalibration,
+        predicted_latency=_prediction(table, arch, w) if table is not None else None,
+        reference=table.metadata.reference if table is not None else None,
+    )
+    write_manifest(out, manifest.document)
+    return manifest.document
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

@@ -1,22 +1,31 @@
-"""The bundle manifest (``manifest.json``), read once into typed fields with checks that name the field.
+"""The bundle manifest (``manifest.json``): one schema, written and read by :class:`Manifest`.
 
-The document is kept whole (``document``): fields this version does not interpret are preserved
-when a benchmark result is appended.
+:meth:`Manifest.create` lays out the document ``compile`` writes, from typed values, and reads it
+back through :meth:`Manifest.parse`, the same checks every later reader runs (each names the
+field it refuses). The document is kept whole (``document``): fields this version does not
+interpret are preserved when a benchmark result is appended.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ofa_deploy import __version__
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.deploy.integrity import bundle_member, check_digest
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.latency.metadata import ReferenceInfo
+from ofa_deploy.nn.data import preprocessing
+from ofa_deploy.space.analytics import ArchStats
 from ofa_deploy.space.arch import Arch, check_width_mult
+
+if TYPE_CHECKING:
+    from ofa_deploy.backend.interface import Backend
 
 FORMAT = "ofa-deploy-bundle/3"
 MANIFEST = "manifest.json"
@@ -52,6 +61,74 @@ class Manifest:
     predicted_latency: dict[str, Any] | None
     reference: ReferenceInfo | None
     verified_with: Path | None = None  # the public key its signature verified with (open_bundle), if any
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        arch: Arch,
+        width_mult: float,
+        stats: ArchStats,
+        backend: Backend,
+        runtime: dict[str, Any],
+        artifact: Artifact,
+        checksums: dict[str, str],
+        verification: dict[str, Any],
+        weights: str,
+        supernet: dict[str, str] | None = None,
+        bn_recalibration: dict[str, Any] | None = None,
+        predicted_latency: dict[str, Any] | None = None,
+        reference: ReferenceInfo | None = None,
+    ) -> Manifest:
+        """The manifest of a new bundle (``checksums`` lists every file in it, ``arch.json`` included),
+        read back through :meth:`parse`: what is written is what every reader will accept."""
+        document = {
+            "format": FORMAT,
+            "toolkit_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "arch": arch.to_dict(),
+            "arch_hash": arch.stable_hash(),
+            "resolution": arch.r,
+            "width_mult": width_mult,
+            "flops_m": stats.flops_m,
+            "params": stats.params,
+            "peak_memory_mb": stats.peak_memory_bytes / 2**20,
+            "weights": weights,
+            "supernet": supernet,
+            "bn_recalibration": bn_recalibration,
+            "backend": {
+                "name": backend.name,
+                "kind": backend.kind.value,
+                **runtime,
+                "timing": backend.timing.to_dict(),
+                "settings": backend.settings.recorded(),  # measurement settings only: never paths, serials, keys
+            },
+            "artifact": {
+                "kind": artifact.kind,
+                "files": list(checksums),
+                "main": artifact.main,
+                "details": artifact.details,
+                "input": {
+                    "name": artifact.input_name,
+                    "shape": artifact.input_shape,
+                    "layout": artifact.layout,
+                    "dtype": "float32",
+                },
+                "output": {
+                    "name": artifact.output_name,
+                    "shape": artifact.output_shape,
+                    "meaning": f"logits, {artifact.output_shape[-1]} classes",
+                },
+                "preprocessing": preprocessing(arch.r),
+            },
+            "predicted_latency": predicted_latency,
+            "reference": reference.to_dict() if reference is not None else None,
+            "verification": verification,
+            "checksums": checksums,
+            "measurements": [],
+        }
+        return cls.parse(document, path)
 
     @classmethod
     def parse(cls, document: Any, path: Path) -> Manifest:
