@@ -26,6 +26,7 @@ from official_ofa import official_finder
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.search.evolution import (
     Objective,
+    SearchConfig,
     common_resolutions,
     evolutionary_search,
     latency_constraint,
@@ -55,9 +56,8 @@ def run_official(budget: float, seed: int, population: int, generations: int) ->
 
 
 def run_ours(table, objective, res, budget, seed, population, generations):
-    result = evolutionary_search(
-        objective, [latency_constraint(table, budget)], res, population=population, generations=generations, seed=seed
-    )
+    config = SearchConfig(population, generations, seed=seed)
+    result = evolutionary_search(objective, [latency_constraint(table, budget)], res, config)
     return result.score, result.values[f"latency[{table.name}]"], result.seconds, result.evaluated
 
 

@@ -18,7 +18,7 @@ from ofa_deploy.cli.main import main
 from ofa_deploy.cli.output import print_json
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.latency.table import LatencyTable, MissingKeyError, load_lut
-from ofa_deploy.search.evolution import Objective, evolutionary_search, latency_constraint
+from ofa_deploy.search.evolution import Objective, SearchConfig, evolutionary_search, latency_constraint
 from ofa_deploy.space.arch import save_arch_file, smallest_arch
 from ofa_deploy.space.ops import resolution_ops
 
@@ -301,7 +301,7 @@ def test_library_search_on_an_interrupted_profile(lut, tmp_path):
     table = load_lut(edited(lut, tmp_path / "partial.json", drop_keys(STAGE2)))
     objective = Objective.flops_proxy(1.0, [160])
     with pytest.raises(MissingKeyError, match="--resume"):
-        evolutionary_search(objective, [latency_constraint(table, 50.0)], [160], population=8, generations=2)
+        evolutionary_search(objective, [latency_constraint(table, 50.0)], [160], SearchConfig(8, 2))
 
 
 def test_search_names_a_resolution_the_profile_never_reached(lut, tmp_path, capsys):

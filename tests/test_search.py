@@ -10,6 +10,7 @@ from ofa_deploy.search.evolution import (
     Constraint,
     InfeasibleConstraintError,
     Objective,
+    SearchConfig,
     common_resolutions,
     evolutionary_search,
     latency_constraint,
@@ -41,7 +42,7 @@ def test_seeded_search_meets_constraint_and_is_reproducible(note10, predictor):
     res = common_resolutions([note10], RESOLUTIONS)
     objective = Objective.accuracy(predictor)
     runs = [
-        evolutionary_search(objective, [latency_constraint(note10, 25.0)], res, population=50, generations=60, seed=7)
+        evolutionary_search(objective, [latency_constraint(note10, 25.0)], res, SearchConfig(50, 60, seed=7))
         for _ in range(2)
     ]
     assert runs[0].arch == runs[1].arch and runs[0].score == runs[1].score
@@ -65,7 +66,7 @@ def test_multi_device_constraints_all_hold(note10, predictor, reference_dir):
         metric_constraint("flops_m", 300.0, 1.2, res),
         metric_constraint("memory_mb", 3.5, 1.2, res),
     ]
-    result = evolutionary_search(Objective.accuracy(predictor), constraints, res, population=40, generations=40)
+    result = evolutionary_search(Objective.accuracy(predictor), constraints, res, SearchConfig(40, 40))
     assert result.arch.r == 192
     assert note10.predict(result.arch) <= 30.0 and second.predict(result.arch) <= 28.0
     stats = arch_stats(result.arch, 1.2)
@@ -85,11 +86,7 @@ def test_barely_feasible_constraint_terminates(note10, predictor):
     res = common_resolutions([note10], RESOLUTIONS)
     minimum, _ = latency_constraint(note10, 1.0).minimum(res)
     result = evolutionary_search(
-        Objective.accuracy(predictor),
-        [latency_constraint(note10, minimum * 1.001)],
-        res,
-        population=30,
-        generations=20,
+        Objective.accuracy(predictor), [latency_constraint(note10, minimum * 1.001)], res, SearchConfig(30, 20)
     )
     assert note10.predict(result.arch) <= minimum * 1.001
 
@@ -100,13 +97,13 @@ def test_jointly_infeasible_constraints(predictor):
     small = Constraint("r", "px", 160, lambda b: b.r.astype(float), lambda rs: (160.0, smallest_arch(160)))
     large = Constraint("-r", "px", -224, lambda b: -b.r.astype(float), lambda rs: (-224.0, smallest_arch(224)))
     with pytest.raises(InfeasibleConstraintError, match="together"):
-        evolutionary_search(Objective.accuracy(predictor), [small, large], res, population=20, generations=5)
+        evolutionary_search(Objective.accuracy(predictor), [small, large], res, SearchConfig(20, 5))
 
 
 def test_flops_proxy_without_predictor(note10):
     res = common_resolutions([note10], RESOLUTIONS)
     result = evolutionary_search(
-        Objective.flops_proxy(1.2, res), [latency_constraint(note10, 20.0)], res, population=40, generations=40
+        Objective.flops_proxy(1.2, res), [latency_constraint(note10, 20.0)], res, SearchConfig(40, 40)
     )
     assert not result.objective.is_accuracy
     assert result.score == pytest.approx(arch_stats(result.arch, 1.2).flops_m)
@@ -115,7 +112,7 @@ def test_flops_proxy_without_predictor(note10):
 def test_pareto_front_is_non_dominated_and_covers_budgets(note10, predictor):
     res = common_resolutions([note10], RESOLUTIONS)
     front = pareto_search(
-        Objective.accuracy(predictor), latency_constraint(note10, 60.0), [], res, population=100, generations=40
+        Objective.accuracy(predictor), latency_constraint(note10, 60.0), [], res, SearchConfig(100, 40)
     )
     assert np.all(np.diff(front.latency) > 0) and np.all(np.diff(front.scores) > 0)
     assert front.latency[0] < 11.0 and front.latency[-1] > 35.0

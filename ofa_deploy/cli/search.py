@@ -47,9 +47,6 @@ def _unique_names(tables) -> list[str]:
     return names
 
 
-PARETO_MIN_POPULATION, PARETO_MAX_GENERATIONS = 100, 300  # NSGA-II: enough points for a front, in seconds
-
-
 def run(args: argparse.Namespace) -> int:
     """Search the best arch under every ``--lut``'s latency limit and the other limits; write it to ``--out``."""
     from ofa_deploy.cli.output import format_table, info, print_json
@@ -57,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.latency.table import load_lut
     from ofa_deploy.reports.pareto import write_pareto
     from ofa_deploy.search.evolution import (
+        SearchConfig,
         choose_objective,
         common_resolutions,
         evolutionary_search,
@@ -89,37 +87,18 @@ def run(args: argparse.Namespace) -> int:
         if limit is not None
     ]
     objective = choose_objective(args.accuracy_predictor, width_mult, resolutions)
+    config = SearchConfig(args.population, args.generations, seed=args.seed, progress=not args.no_progress)
     out = Path(args.out)
     if args.pareto:
-        population, generations = (
-            max(args.population, PARETO_MIN_POPULATION),
-            min(args.generations, PARETO_MAX_GENERATIONS),
-        )
-        if (population, generations) != (args.population, args.generations):
-            info(f"note: --pareto searches with population {population} and {generations} generations")
-        front = pareto_search(
-            objective,
-            latency[0],
-            latency[1:] + others,
-            resolutions,
-            population=population,
-            generations=generations,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        pareto = config.for_pareto()
+        if pareto != config:
+            info(f"note: --pareto searches with population {pareto.population} and {pareto.generations} generations")
+        front = pareto_search(objective, latency[0], latency[1:] + others, resolutions, pareto)
         write_pareto(front, out.parent, names[0])
         best = int(np.argmax(front.scores))
         arch, score, seconds = front.archs[best], float(front.scores[best]), front.seconds
     else:
-        result = evolutionary_search(
-            objective,
-            latency + others,
-            resolutions,
-            population=args.population,
-            generations=args.generations,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        result = evolutionary_search(objective, latency + others, resolutions, config)
         arch, score, seconds = result.arch, result.score, result.seconds
     if not objective.is_accuracy:
         info("note: no --accuracy-predictor: maximised FLOPs as a PROXY for accuracy (accuracy is reported as null)")

@@ -7,6 +7,7 @@ measured vs predicted for every bundle. Everything lands in one output folder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -27,7 +28,14 @@ from ofa_deploy.latency.table import load_lut
 from ofa_deploy.latency.validation import validate
 from ofa_deploy.reports.pareto import write_pareto
 from ofa_deploy.reports.validation import write_outputs
-from ofa_deploy.search.evolution import choose_objective, evolutionary_search, latency_constraint, pareto_search
+from ofa_deploy.search.evolution import (
+    PARETO_SEARCH,
+    SearchConfig,
+    choose_objective,
+    evolutionary_search,
+    latency_constraint,
+    pareto_search,
+)
 from ofa_deploy.space.arch import ArchBatch, check_width_mult, largest_arch, save_arch_file
 
 
@@ -130,13 +138,13 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     started = time.time()
     budgets = opts.budgets or auto_budgets(table, res)
     _say(f"[3/5] searching ({objective.name}) at budgets {list(budgets)} ms and for the Pareto front")
-    front = pareto_search(objective, latency_constraint(table, max(budgets) * 1.25), [], res, seed=opts.seed)
+    pareto = dataclasses.replace(PARETO_SEARCH, seed=opts.seed)
+    front = pareto_search(objective, latency_constraint(table, max(budgets) * 1.25), [], res, pareto)
     write_pareto(front, out / "search", table.name)
     winners = []
     for budget in budgets:
-        found = evolutionary_search(
-            objective, [latency_constraint(table, budget)], res, generations=opts.generations, seed=opts.seed
-        )
+        config = SearchConfig(generations=opts.generations, seed=opts.seed)
+        found = evolutionary_search(objective, [latency_constraint(table, budget)], res, config)
         arch_path = out / "search" / f"arch-{budget:g}ms.json"
         save_arch_file(
             arch_path,

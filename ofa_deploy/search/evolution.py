@@ -15,6 +15,7 @@ minimises each constraint, and every refill loop has a bounded number of tries.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -251,48 +252,51 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a search runs: the evaluator's budget and its randomness. The defaults are the official OFA
+    evolutionary search's; :data:`PARETO_SEARCH` holds NSGA-II's."""
+
+    population: int = 100
+    generations: int = 500
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    mutate_prob: float = 0.1
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.population < 4 or self.generations < 1:
+            raise BadInputError("population must be at least 4 and generations at least 1")
+
+    def for_pareto(self) -> SearchConfig:
+        """This budget within what NSGA-II needs: enough points for a front (a population of at least
+        100), and at most 300 generations, so a front takes seconds."""
+        return dataclasses.replace(
+            self,
+            population=max(self.population, PARETO_MIN_POPULATION),
+            generations=min(self.generations, PARETO_MAX_GENERATIONS),
+        )
+
+
+PARETO_MIN_POPULATION, PARETO_MAX_GENERATIONS = 100, 300
+PARETO_SEARCH = SearchConfig(population=200, generations=150)
+
+
 def evolutionary_search(
     objective: Objective,
     constraints: Sequence[Constraint],
     resolutions: Sequence[int],
-    population: int = 100,
-    generations: int = 500,
-    parent_ratio: float = 0.25,
-    mutation_ratio: float = 0.5,
-    mutate_prob: float = 0.1,
-    seed: int = 0,
-    progress: bool = False,
+    config: SearchConfig = SearchConfig(),
 ) -> SearchResult:
     """The official OFA evolutionary search: the arch that maximises ``objective`` under every constraint."""
-    if population < 4 or generations < 1:
-        raise BadInputError("population must be at least 4 and generations at least 1")
     with _single_threaded_blas():
-        return _evolve(
-            objective,
-            constraints,
-            resolutions,
-            population,
-            generations,
-            parent_ratio,
-            mutation_ratio,
-            mutate_prob,
-            seed,
-            progress,
-        )
+        return _evolve(objective, constraints, resolutions, config)
 
 
-def _evolve(
-    objective,
-    constraints,
-    resolutions,
-    population,
-    generations,
-    parent_ratio,
-    mutation_ratio,
-    mutate_prob,
-    seed,
-    progress,
-) -> SearchResult:
+def _evolve(objective, constraints, resolutions, config: SearchConfig) -> SearchResult:
+    population, generations, seed, progress = config.population, config.generations, config.seed, config.progress
+    parent_ratio, mutation_ratio, mutate_prob = config.parent_ratio, config.mutation_ratio, config.mutate_prob
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     n_parents = max(2, int(round(parent_ratio * population)))
@@ -421,20 +425,16 @@ def pareto_search(
     latency: Constraint,
     others: Sequence[Constraint],
     resolutions: Sequence[int],
-    population: int = 200,
-    generations: int = 150,
-    mutate_prob: float = 0.1,
-    seed: int = 0,
-    progress: bool = False,
+    config: SearchConfig = PARETO_SEARCH,
 ) -> ParetoResult:
     """NSGA-II maximising the objective and minimising ``latency`` (up to its limit)."""
     with _single_threaded_blas():
-        return _nsga2(objective, latency, others, resolutions, population, generations, mutate_prob, seed, progress)
+        return _nsga2(objective, latency, others, resolutions, config)
 
 
-def _nsga2(
-    objective, latency, others, resolutions, population, generations, mutate_prob, seed, progress
-) -> ParetoResult:
+def _nsga2(objective, latency, others, resolutions, config: SearchConfig) -> ParetoResult:
+    population, generations, seed, progress = config.population, config.generations, config.seed, config.progress
+    mutate_prob = config.mutate_prob
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     constraints = [latency, *others]
