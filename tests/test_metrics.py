@@ -1,3 +1,5 @@
+"""The agreement metrics (ofa_deploy/metrics): Kendall tau, MAPE, RMSE, the linear fit and the within-x% share."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,6 @@
+"""Official OFA net configs (ofa_deploy/nn/mobilenet_v3.py):
+all 50 specialized sub-networks build, run and map to archs."""
+
 import json
 
 import pytest

@@ -1,3 +1,6 @@
+"""Archs of the design space (ofa_deploy/space/arch.py):
+validation, sampling, mutation, crossover and the batch form."""
+
 import json
 
 import numpy as np

@@ -1,3 +1,7 @@
+"""The latency table (ofa_deploy/latency/table.py):
+the official Note10 tables read as the official code reads them, predictions, calibration, missing
+keys."""
+
 import json
 
 import numpy as np

@@ -1,3 +1,6 @@
+"""The supernet (ofa_deploy/nn/supernet.py):
+official checkpoints load, extracted sub-networks match it, BN recalibration."""
+
 import numpy as np
 import pytest
 import torch

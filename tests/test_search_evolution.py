@@ -1,3 +1,6 @@
+"""The searches (ofa_deploy/search/evolution.py):
+the official evolutionary search and NSGA-II under latency and other constraints."""
+
 import dataclasses
 import json
 

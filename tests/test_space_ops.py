@@ -1,3 +1,5 @@
+"""The operators of the design space (ofa_deploy/space/ops.py): the official LUT keys of every arch and resolution."""
+
 import numpy as np
 import pytest
 import yaml

@@ -1,3 +1,6 @@
+"""Accuracy predictors (ofa_deploy/search/predictors.py):
+the official predictor's encoding and weights, and training one on records."""
+
 import json
 
 import numpy as np
