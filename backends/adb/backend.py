@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
-from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, Target, require_module
+from ofa_deploy.backend.interface import BackendStatus, CliOption, RemoteDeviceBackend, Target, require_module
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.adb.batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
@@ -263,6 +263,21 @@ class AdbBackend(RemoteDeviceBackend):
     def target_id(self) -> str | None:
         """The phone's serial (``--serial``, else $ANDROID_SERIAL); None: the only phone attached."""
         return self.serial
+
+    @classmethod
+    def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
+        """Ready: adb-shell installed, the benchmark_model binary configured and found, and a phone
+        the adb server lists as authorized (a phone reached by --serial HOST:PORT is not listed)."""
+        reasons = []
+        binary = settings.get("benchmark_model") or os.environ.get(BINARY_ENV)
+        if not binary:
+            reasons.append(f"no benchmark_model binary (profile setting 'benchmark_model' or ${BINARY_ENV})")
+        elif not Path(os.path.expanduser(str(binary))).is_file():
+            reasons.append(f"benchmark_model {binary} does not exist")
+        attached = super().readiness(settings, status)
+        if attached == "no device attached":
+            attached = "no phone in `adb devices` (or give --serial HOST:PORT)"
+        return "; ".join(filter(None, [*reasons, attached]))
 
     @classmethod
     def attached_targets(cls) -> list[Target]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -27,7 +28,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
-from ofa_deploy.backend.interface import CliOption, RemoteDeviceBackend, missing_runtime
+from ofa_deploy.backend.interface import BackendStatus, CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
@@ -180,6 +181,24 @@ class TvmBackend(RemoteDeviceBackend):
         return self._pool
 
     # ------------------------------------------------------------------ sessions
+    @classmethod
+    def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
+        """Ready: TVM installed and, for a board, a tracker or server in the profile that accepts a
+        connection within a second (the servers behind a tracker are `doctor`'s to check)."""
+        if not status.available:
+            return status.reason
+        if not settings.get("needs_device"):
+            return ""  # built and timed on this machine
+        address = settings.get("rpc_tracker") or settings.get("rpc")
+        if not address:
+            return "a board: give --rpc-tracker HOST:PORT --rpc-key KEY (or --rpc HOST:PORT)"
+        host, _, port = str(address).rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+        except (OSError, ValueError):
+            return f"{address} does not accept a connection"
+        return ""
+
     def _require_connection(self) -> None:
         if self.settings.needs_device and not self.connection.remote:
             raise BadInputError(

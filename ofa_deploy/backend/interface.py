@@ -221,6 +221,13 @@ class Backend(ABC):
             status.reason = str(exc)
         return status
 
+    @classmethod
+    def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
+        """Why a device profile of this backend (its ``settings``) cannot be used here now, in a few
+        words, or "" when it can: configured, and its target reachable. ``status`` is :meth:`status`'s.
+        Cheap checks only (``devices`` asks it of every profile); ``doctor`` goes further."""
+        return "" if status.available else status.reason
+
     # ------------------------------------------------------------------ measuring
     @abstractmethod
     def measure(self, ops: Sequence[OpSpec], reference: Reference | None = None) -> dict[str, Measurement]:
@@ -336,6 +343,18 @@ class RemoteDeviceBackend(Backend):
     kind = TargetKind.REMOTE_DEVICE
     batch_size: ClassVar[int] = 32
     times_on_host = False
+
+    @classmethod
+    def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
+        """Not ready without a usable attached target; a backend whose targets are not listed
+        (reached through a flag instead) overrides this."""
+        if not status.available:
+            return status.reason
+        if any(target.get("ready") for target in status.targets):
+            return ""
+        if status.targets:
+            return "; ".join(f"{t['id']} is {t['state']}" for t in status.targets)
+        return status.reason or "no device attached"
 
     @abstractmethod
     def open(self) -> None:

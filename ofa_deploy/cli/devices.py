@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.cli.output import format_table, print_json
 
     entries = discover()
+    classes = loadable_backends()
     statuses = {}
-    for name, cls in loadable_backends().items():
+    for name, cls in classes.items():
         status = cls.status()
         if not entries[name].builtin:
             status.plugin = entries[name].distribution
@@ -31,16 +32,34 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(name)
         status = statuses.get(profile.backend)
         provider = None if named.builtin else named.provider  # a plugin's profile says whose it is
-        profiles.append({**profile.to_dict(), "available": bool(status and status.available), "plugin": provider})
+        # ready: configured and reachable now (the backend says why not); available: its runtime imports
+        reason = classes[profile.backend].readiness(profile.settings, status) if status else "backend not loadable"
+        profiles.append(
+            {
+                **profile.to_dict(),
+                "available": bool(status and status.available),
+                "ready": not reason,
+                "reason": reason,
+                "plugin": provider,
+            }
+        )
     if args.json:
         print_json({"profiles": profiles, "backends": {name: asdict(s) for name, s in statuses.items()}})
         return 0
-    print("Device profiles (use with --device NAME):")
-    rows = [
-        (p["name"], p["backend"], "yes" if p["available"] else "no", p["description"] + _from(p["plugin"]))
-        for p in profiles
-    ]
+    print("Device profiles (use with --device NAME; ready: configured and reachable now, else (n) says why):")
+    reasons: list[str] = []  # each distinct reason once, under the table
+
+    def ready(profile: dict) -> str:
+        if profile["ready"]:
+            return "yes"
+        if profile["reason"] not in reasons:
+            reasons.append(profile["reason"])
+        return f"no ({reasons.index(profile['reason']) + 1})"
+
+    rows = [(p["name"], p["backend"], ready(p), _described(p)) for p in profiles]
     print(format_table(["profile", "backend", "ready", "description"], rows))
+    for number, reason in enumerate(reasons, 1):
+        print(f"  ({number}) {reason}")
     print("\nBackends:")
     rows = [
         (
@@ -66,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from(plugin: str | None) -> str:
-    return f" (from {plugin})" if plugin else ""
+def _described(profile: dict) -> str:
+    return profile["description"] + (f" (from {profile['plugin']})" if profile["plugin"] else "")
