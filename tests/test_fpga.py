@@ -12,8 +12,9 @@ from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph
 from ofa_deploy.graph.layers import Layer, LayerKind, layers_from_graph
+from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 from ofa_deploy.latency.table import load_lut
-from ofa_deploy.space.arch import largest_arch, save_arch_file, smallest_arch
+from ofa_deploy.space.arch import Arch, largest_arch, save_arch_file, smallest_arch
 from ofa_deploy.space.ops import arch_ops
 
 PARAMS = FittedParameters.load()
@@ -209,3 +210,38 @@ def test_compile_and_benchmark_a_bundle(tmp_path, capsys):
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     out = session.run(None, {"input": np.zeros((1, 3, 160, 160), np.float32)})[0]
     assert out.shape == (1, 1000)
+
+
+def test_estimate_says_where_the_time_goes_and_names_the_largest_lever(tmp_path, capsys):
+    """The OFA tutorial net on a ZCU102: hard-swish on the ARM core is most of the time, and the
+    ReLU6 substitute is the lever, estimated; with the substitute given, no such lever is left."""
+    tutorial = Arch.from_dict(
+        {
+            "ks": [5, 3, 3, 3, 5, 3, 3, 3, 7, 7, 3, 3, 5, 5, 7, 3, 3, 3, 5, 3],
+            "e": [3, 3, 3, 3, 4, 4, 3, 3, 6, 3, 4, 3, 4, 4, 4, 3, 6, 6, 6, 3],
+            "d": [2, 2, 3, 4, 3],
+            "r": 224,
+        }
+    )
+    model = tmp_path / "tutorial.onnx"
+    model.write_bytes(to_onnx_bytes(build_graph(arch_ops(tutorial, 1.0))))
+    args = ["estimate", "--device", "zcu102", "--model", str(model)]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    parts = report["breakdown_ms"]
+    assert sum(parts.values()) == pytest.approx(report["latency_ms"])
+    assert parts["cpu"] > 0.5 * report["latency_ms"] and parts["call"] == report["invocation_ms"]
+    [lever] = report["alternatives"]
+    assert lever["flag"] == "--hard-swish relu6" and lever["addresses"] == "cpu"
+    assert main([*args, "--hard-swish", "relu6", "--json"]) == 0
+    substituted = json.loads(capsys.readouterr().out)
+    assert lever["latency_ms"] == pytest.approx(substituted["latency_ms"])
+    assert lever["latency_ms"] < 0.5 * report["latency_ms"]
+    assert substituted["alternatives"] == [] and substituted["breakdown_ms"]["cpu"] == 0
+
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "where the time goes" in out and "CPU fall-back (HardSwish x" in out
+    assert f"largest lever: --hard-swish relu6: {report['latency_ms']:.3f} -> {lever['latency_ms']:.3f} ms" in out
+    assert main([*args, "--hard-swish", "relu6"]) == 0
+    assert "largest lever: --hard-swish" not in capsys.readouterr().out

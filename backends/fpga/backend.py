@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_deploy.backend.artifact import COST_REPORT, Artifact
-from ofa_deploy.backend.interface import AnalyticalBackend, CliOption, DesignSpace
+from ofa_deploy.backend.interface import Alternative, AnalyticalBackend, CliOption, DesignSpace, LayerEstimate
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
 from ofa_deploy.backends.fpga.model import (
@@ -108,6 +108,18 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
     def estimate_layers(self, layers: list[Layer]) -> CostReport:
         """The cost report of any layer list (an ONNX model read by ``layers_from_onnx``, a graph)."""
         return estimate_layers(layers, self.config, self.parameters)
+
+    def alternatives(self, layers: list[Layer], report: LayerEstimate) -> list[Alternative]:
+        """Hard-swish on the ARM core (the default) against the ReLU6 substitute, when the model has any."""
+        hard = {"HardSwish", "HardSigmoid"}
+        if self.settings.hard_swish != "cpu" or not any(
+            c["engine"] == "cpu" and c["source_op"] in hard for c in report.to_dict()["layers"]
+        ):
+            return []
+        settings = {**self.settings.to_dict(), "hard_swish": "relu6"}
+        substitute = FpgaBackend(self.timing, "--hard-swish relu6", **settings)
+        what = "hard-swish/hard-sigmoid as their ReLU6 substitutes on the DPU (changes the network: check its accuracy)"
+        return [Alternative("--hard-swish relu6", what, substitute.estimate_layers(layers).latency_ms, "cpu")]
 
     def estimate(self, graph: Graph) -> float:
         return self.estimate_layers(layers_from_graph(graph)).latency_ms

@@ -431,6 +431,20 @@ class RemoteDeviceBackend(Backend):
         )
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A change of settings an analytical backend can estimate: the flag to give, what it changes,
+    and the latency it gives on the same model."""
+
+    flag: str  # e.g. "--hard-swish relu6"
+    what: str  # what it changes, and its price (e.g. "the ReLU6 substitute: check the network's accuracy")
+    latency_ms: float
+    addresses: str  # the share of the time it removes: one of the breakdown's parts ("cpu", "compute", ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flag": self.flag, "what": self.what, "latency_ms": self.latency_ms, "addresses": self.addresses}
+
+
 class LayerEstimate(Protocol):
     """What an analytical backend's ``estimate_layers`` returns, and ``ofa-deploy estimate`` prints.
 
@@ -494,6 +508,11 @@ class AnalyticalBackend(Backend):
         """Optional: a per-layer cost report (:class:`LayerEstimate`) for any model read as layers
         (:mod:`ofa_deploy.graph.layers`); what ``ofa-deploy estimate`` prints."""
         raise BadInputError(f"backend '{self.name}' has no per-layer model, so it cannot estimate foreign models")
+
+    def alternatives(self, layers: Sequence[Any], report: LayerEstimate) -> list[Alternative]:
+        """Optional: settings that would change ``report`` a lot, each estimated (``estimate`` names
+        the best as the largest lever); none by default."""
+        return []
 
     def invocation_overhead_ms(self) -> float:
         """The fixed cost of one call that ``estimate`` adds once per graph (default: none)."""

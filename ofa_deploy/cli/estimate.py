@@ -8,6 +8,25 @@ from pathlib import Path
 from ofa_deploy.cli.common import add_target_args, checked
 
 TOP_LAYERS = 12
+# where the time goes: each layer's ms by what bounds it, then the fixed cost of a call
+PARTS = {
+    "compute": "compute-bound layers",
+    "memory": "memory-bound layers",
+    "overhead": "overhead-bound layers",
+    "cpu": "CPU fall-back",
+    "call": "per-call overhead",
+}
+# what moves each part when the backend offers no estimated alternative
+HINTS = {
+    "compute": (
+        "a larger DPU or a higher clock (--sweep-dpu compares the sizes; more cores add throughput, "
+        "not batch-1 latency)"
+    ),
+    "memory": "the board's DDR bandwidth, or smaller feature maps",
+    "overhead": "fewer, larger layers (each DPU layer has a fixed cost that small ones cannot hide)",
+    "cpu": "operators the DPU runs instead of the CPU fall-backs listed",
+    "call": "several frames per call",
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         report = backend.estimate_layers(layers)
         document = {"model": str(args.model), "backend": backend.name, "device": device.name if device else None}
         document.update(report.to_dict())
+        document["breakdown_ms"] = breakdown(document)
+        document["alternatives"] = [a.to_dict() for a in backend.alternatives(layers, report)]
         sweep = _sweep(backend, layers, args) if args.sweep_dpu else None
     if sweep is not None:
         document["sweep"] = sweep
@@ -54,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.model} on {backend.check()['target']}: {document['latency_ms']:.3f} ms "
         f"(model {document['model']}; {document['cpu_fallback_layers']} layer(s) on the CPU)"
     )
+    _print_breakdown(document)
     print(f"\nslowest {len(layer_rows)} of {len(document['layers'])} layers:")
     rows = [
         (c["name"][:40], c["source_op"] or c["op"], c["engine"], c["bound"], c["cycles"], f"{c['ms']:.4f}")
@@ -67,6 +89,47 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"\nwrote {args.plot}")
     return 0
+
+
+def breakdown(document: dict) -> dict[str, float]:
+    """Milliseconds by part (:data:`PARTS`): the layers by what bounds them, then the call's own cost."""
+    parts = dict.fromkeys(PARTS, 0.0)
+    for layer in document["layers"]:
+        if layer["bound"] in parts:
+            parts[layer["bound"]] += layer["ms"]
+    parts["call"] = float(document.get("invocation_ms") or 0.0)
+    return parts
+
+
+def _print_breakdown(document: dict) -> None:
+    from collections import Counter
+
+    from ofa_deploy.cli.output import format_table
+
+    total, parts = document["latency_ms"], document["breakdown_ms"]
+    on_cpu = Counter(c["source_op"] or c["op"] for c in document["layers"] if c["bound"] == "cpu")
+    rows = []
+    for part, ms in sorted(parts.items(), key=lambda kv: -kv[1]):
+        if ms <= 0:
+            continue
+        label = PARTS[part]
+        if part == "cpu":
+            label += " (" + ", ".join(f"{op} x{n}" for op, n in on_cpu.most_common()) + ")"
+        rows.append((label, f"{ms:.3f}", f"{100 * ms / total:.0f}%"))
+    print("\nwhere the time goes:")
+    print(format_table(["part", "ms", "share"], rows))
+    largest = max(parts, key=lambda part: parts[part])
+    options = sorted(document["alternatives"], key=lambda a: a["latency_ms"])
+    if options and options[0]["latency_ms"] < total:
+        best = options[0]
+        change = 100 * (best["latency_ms"] / total - 1)
+        share = 100 * parts[best["addresses"]] / total
+        print(
+            f"largest lever: {best['flag']}: {total:.3f} -> {best['latency_ms']:.3f} ms ({change:+.0f}%), "
+            f"{PARTS[best['addresses']]} being {share:.0f}% of the time; {best['what']}"
+        )
+    else:
+        print(f"largest lever: {PARTS[largest]} ({100 * parts[largest] / total:.0f}%): {HINTS[largest]}")
 
 
 def _sweep(backend, layers, args) -> list[dict]:
