@@ -122,6 +122,18 @@ def test_pareto_front_is_non_dominated_and_covers_budgets(note10, predictor):
     lat = note10.predict_batch(ArchBatch.from_archs(front.archs))
     assert np.allclose(lat, front.latency)
 
+    # the plot marks the budget (a dashed vertical line) and the chosen network (a star at its point)
+    from ofa_deploy.reports.pareto import Chosen, pareto_figure
+
+    best = int(np.argmax(front.scores))
+    pick = Chosen("best.json", float(front.latency[best]), float(front.scores[best]))
+    ax = pareto_figure(front, note10.name, [60.0], [pick]).axes[0]
+    budget_lines = [line for line in ax.lines if list(line.get_xdata()) == [60.0, 60.0]]
+    assert len(budget_lines) == 1 and budget_lines[0].get_linestyle() == "--"
+    stars = [c for c in ax.collections if c.get_label() == "chosen"]
+    assert len(stars) == 1 and np.allclose(stars[0].get_offsets(), [[pick.latency_ms, pick.score]])
+    assert {"latency budget", "chosen"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+
 
 def brute_force_ranks(objs: np.ndarray) -> np.ndarray:
     le = (objs[:, None, :] <= objs[None, :, :]).all(axis=2)

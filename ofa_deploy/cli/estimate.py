@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     if sweep is not None:
         document["sweep"] = sweep
         if args.plot:
-            _plot(sweep, Path(args.plot), Path(args.model).name)
+            board = f"{device.name} " if device else ""
+            title = f"{Path(args.model).name} on {board}(as deployed: {backend.check()['target']})"
+            _plot(sweep, Path(args.plot), title)
     if args.json:
         print_json(document)
         return 0
@@ -148,12 +150,14 @@ def _sweep(backend, layers, args) -> list[dict]:
 
 
 def _plot(sweep: list[dict], path: Path, title: str) -> None:
+    """Latency by size and throughput by size and cores; ``title`` names the model, the board, its
+    clock and DDR (the figures hold only for them). The legend sits beside the lines, not on them."""
     from matplotlib.figure import Figure
 
     from ofa_deploy.files import atomic_write_figure
 
     archs = list(dict.fromkeys(s["arch"] for s in sweep))
-    fig = Figure(figsize=(9, 4))
+    fig = Figure(figsize=(10, 4.4))
     left, right = fig.subplots(1, 2)
     latency = [next(s["latency_ms"] for s in sweep if s["arch"] == a) for a in archs]
     left.bar(archs, latency, color="tab:blue")
@@ -166,8 +170,8 @@ def _plot(sweep: list[dict], path: Path, title: str) -> None:
     right.set_ylabel("throughput (frames/s)")
     right.set_title("throughput by size and cores (DDR-capped)", fontsize=10)
     right.tick_params(axis="x", rotation=45)
-    right.legend(fontsize=8)
-    fig.suptitle(f"{title}: DPUCZDX8G design space (cost model)", fontsize=11)
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle(f"{title}\nDPUCZDX8G design space (cost model)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_figure(path, fig, dpi=110)

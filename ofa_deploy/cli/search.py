@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.table import load_lut
-    from ofa_deploy.reports.pareto import write_pareto
+    from ofa_deploy.reports.pareto import Chosen, write_pareto
     from ofa_deploy.search.evolution import (
         SearchConfig,
         choose_objective,
@@ -94,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
         if pareto != config:
             info(f"note: --pareto searches with population {pareto.population} and {pareto.generations} generations")
         front = pareto_search(objective, latency[0], latency[1:] + others, resolutions, pareto)
-        write_pareto(front, out.parent, names[0])
         best = int(np.argmax(front.scores))
         arch, score, seconds = front.archs[best], float(front.scores[best]), front.seconds
+        chosen = Chosen(out.name, float(front.latency[best]), score)
+        write_pareto(front, out.parent, names[0], [args.latency_ms[0]], [chosen])
     else:
         result = evolutionary_search(objective, latency + others, resolutions, config)
         arch, score, seconds = result.arch, result.score, result.seconds

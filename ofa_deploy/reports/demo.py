@@ -26,7 +26,7 @@ from ofa_deploy.files import output_lock
 from ofa_deploy.latency.profiling import ProfilePlan, drift_ratio, profile, profile_metadata
 from ofa_deploy.latency.table import load_lut
 from ofa_deploy.latency.validation import validate
-from ofa_deploy.reports.pareto import write_pareto
+from ofa_deploy.reports.pareto import Chosen, write_pareto
 from ofa_deploy.reports.validation import write_outputs
 from ofa_deploy.search.evolution import (
     PARETO_SEARCH,
@@ -140,7 +140,6 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
     _say(f"[3/5] searching ({objective.name}) at budgets {list(budgets)} ms and for the Pareto front")
     pareto = dataclasses.replace(PARETO_SEARCH, seed=opts.seed)
     front = pareto_search(objective, latency_constraint(table, max(budgets) * 1.25), [], res, pareto)
-    write_pareto(front, out / "search", table.name)
     winners = []
     for budget in budgets:
         config = SearchConfig(generations=opts.generations, seed=opts.seed)
@@ -155,6 +154,8 @@ def _run_demo(opts: DemoOptions, stack: ExitStack) -> DemoResult:
             objective=objective.name,
         )
         winners.append((budget, found))
+    chosen = [Chosen(f"{b:g} ms", table.predict(found.arch), found.score) for b, found in winners]
+    write_pareto(front, out / "search", table.name, budgets, chosen)
     result.facts.update(
         objective=objective.name,
         proxy=not objective.is_accuracy,
