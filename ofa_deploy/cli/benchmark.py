@@ -24,6 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
     p.add_argument("--device", help="device profile name or YAML path")
     p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
+    p.add_argument(
+        "--allow-target-mismatch",
+        action="store_true",
+        help="use a LUT or prediction made on another target (another device, backend, runtime major version, "
+        "thread count or precision) anyway; the record notes it",
+    )
     add_bounded(p, "--threads", THREADS, "inference threads (default: as compiled)")
     add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
     add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled)")
@@ -59,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
         manifest.artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
         require_trusted_code(directory, backend, manifest, args.trust_native_code)  # the only line if refused
         warn_if_busy(backend)
-        result, stats = benchmark_bundle(directory, backend, table, manifest, args.trust_native_code)
+        # the device: the profile --device names, else the one the bundle was compiled for (its recorded settings)
+        named = (
+            device.name if device is not None and args.device else manifest.document["backend"].get("device_profile")
+        )
+        result, stats = benchmark_bundle(
+            directory, backend, table, manifest, args.trust_native_code, named, args.allow_target_mismatch
+        )
     if not result["measured"]:
         return _print_estimate(args, directory, backend, result)
     if args.json:

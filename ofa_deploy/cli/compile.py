@@ -20,6 +20,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-data", help="ImageFolder directory to re-calibrate BatchNorm statistics on")
     add_bounded(p, "--calib-images", CALIB_IMAGES, "images used for BN re-calibration (default 256)", default=256)
     p.add_argument("--lut", help="latency table for the predicted latency recorded in the manifest")
+    p.add_argument(
+        "--allow-target-mismatch",
+        action="store_true",
+        help="use a LUT or prediction made on another target (another device, backend, runtime major version, "
+        "thread count or precision) anyway; the record notes it",
+    )
     p.add_argument("--out", required=True, help="bundle directory to write (built beside it, put in place when done)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out as a whole")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (writes manifest.sig)")
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             table,
             force=args.force,
             sign_key=Path(args.sign_key) if args.sign_key else None,
+            device=device.name if device is not None and args.device else None,  # named by the user, else unknown
+            allow_target_mismatch=args.allow_target_mismatch,
         )
     m = result.manifest
     if args.supernet is None:  # after the work, so an error stays the only line on stderr

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.fingerprint import check_same_target, fingerprint_of_backend, fingerprint_of_identity
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.timing import Measurement
 from ofa_deploy.deploy.integrity import (
@@ -122,10 +123,20 @@ def compile_bundle(
     table: LatencyTable | None = None,
     force: bool = False,
     sign_key: Path | None = None,
+    device: str | None = None,
+    allow_target_mismatch: bool = False,
 ) -> CompileResult:
     """Build the bundle beside ``out`` and put it in place when complete (see
-    :func:`ofa_deploy.files.atomic_directory`): an interrupted compile leaves the old bundle or none."""
+    :func:`ofa_deploy.files.atomic_directory`): an interrupted compile leaves the old bundle or none.
+    ``device``: the device profile the backend was configured from (recorded). A ``table`` from
+    another target is refused before any work unless ``allow_target_mismatch`` (then recorded)."""
     runtime = backend.check()
+    mismatch = []
+    if table is not None:
+        here = fingerprint_of_backend(backend, device, runtime)
+        where = "this compile's target"
+        lut = f"the LUT {table.source}"
+        mismatch = check_same_target(lut, table.metadata.fingerprint(), where, here, allow_target_mismatch)
     if sign_key is not None:
         signature_document({}, sign_key)  # a bad key fails before any work
     net, w, weights = build_subnet(arch, supernet_path, width_mult)
@@ -140,7 +151,10 @@ def compile_bundle(
     graph = build_graph(arch_ops(arch, w), torch_weights(net))
     with atomic_directory(out, force=force) as build:
         subnet = _Subnet(arch, w, net, weights, supernet_path, calibrated)
-        manifest = _build(build, backend, runtime, graph, subnet, table)
+        manifest = _build(build, backend, runtime, graph, subnet, table, device)
+        if mismatch:  # noted beside the prediction it concerns, then the digest is recomputed
+            manifest["predicted_latency"]["target_mismatch_allowed"] = mismatch
+            write_manifest(build, manifest)
         if sign_key is not None:
             atomic_write_json(build / SIGNATURE_FILE, signature_document(manifest, sign_key), indent=2)
     verification = manifest["verification"]
@@ -166,7 +180,13 @@ class _Subnet:
 
 
 def _build(
-    out: Path, backend: Backend, runtime: dict[str, Any], graph: Graph, subnet: _Subnet, table: LatencyTable | None
+    out: Path,
+    backend: Backend,
+    runtime: dict[str, Any],
+    graph: Graph,
+    subnet: _Subnet,
+    table: LatencyTable | None,
+    device: str | None,
 ) -> dict:
     """Write the artifact, arch.json and manifest.json into ``out`` (the temporary build directory)."""
     arch, w = subnet.arch, subnet.width_mult
@@ -179,6 +199,7 @@ def _build(
         width_mult=w,
         stats=arch_stats(arch, w),
         backend=backend,
+        device=device,
         runtime=runtime,
         artifact=artifact,
         checksums={name: sha256(out / name) for name in files},
@@ -256,11 +277,15 @@ def benchmark_bundle(
     table: LatencyTable | None = None,
     manifest: Manifest | None = None,
     trust_native_code: bool = False,
+    device: str | None = None,
+    allow_target_mismatch: bool = False,
 ) -> tuple[dict[str, Any], Measurement]:
     """Time the bundle's artifact, compare with its prediction, append the result to the manifest.
     ``manifest``: one already returned by :func:`open_bundle` (else the bundle is opened here);
     ``trust_native_code``: run native code of an unverified bundle in this process (see
-    :func:`require_trusted_code`)."""
+    :func:`require_trusted_code`); ``device``: the device profile the backend was configured from
+    (recorded with the result). A prediction from another target is refused before timing unless
+    ``allow_target_mismatch`` (then noted in the result)."""
     manifest = manifest if manifest is not None else open_bundle(directory)
     artifact = manifest.artifact
     artifact.check_kind(backend.name, backend.artifact_kinds, str(directory))
@@ -271,17 +296,26 @@ def benchmark_bundle(
     if table is not None:
         predicted = _prediction(table, manifest.arch, manifest.width_mult)
         reference_info = table.metadata.reference
+    mismatch = []
+    if predicted is not None and isinstance(predicted.get("lut"), dict):
+        here = fingerprint_of_backend(backend, device, runtime)
+        source = f"the LUT {table.source}" if table is not None else f"the prediction in {directory}'s manifest"
+        recorded = fingerprint_of_identity(predicted["lut"])
+        mismatch = check_same_target(source, recorded, "this benchmark's target", here, allow_target_mismatch)
     reference = load_reference(backend, reference_info)
     stats = backend.benchmark(directory, artifact, reference)
     result: dict[str, Any] = {
         "date": _now(),
         "backend": backend.name,
+        "device": device,
         "runtime": {"runtime": runtime["runtime"], "runtime_version": runtime["runtime_version"]},
         "threads": backend.timing.threads,
         **stats.summary(),
         "normalised_by_reference": reference is not None,
         "predicted_ms": None if predicted is None else predicted["ms"],
     }
+    if mismatch:
+        result["target_mismatch_allowed"] = mismatch
     if predicted is not None:
         result["ratio_measured_to_predicted"] = stats.estimate / predicted["ms"]
         result["error_percent"] = 100.0 * (predicted["ms"] - stats.estimate) / stats.estimate

@@ -73,6 +73,7 @@ class Manifest:
         backend: Backend,
         runtime: dict[str, Any],
         artifact: Artifact,
+        device: str | None = None,
         checksums: dict[str, str],
         verification: dict[str, Any],
         weights: str,
@@ -101,6 +102,7 @@ class Manifest:
                 "name": backend.name,
                 "kind": backend.kind.value,
                 **runtime,
+                "device_profile": device,
                 "timing": backend.timing.to_dict(),
                 "settings": backend.settings.recorded(),  # measurement settings only: never paths, serials, keys
             },

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ofa_deploy import __version__
+from ofa_deploy.backend.fingerprint import TargetFingerprint
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError, short_repr
 from ofa_deploy.space.arch import RESOLUTIONS, check_width_mult
@@ -89,6 +90,13 @@ class TableMetadata:
     conditions: dict[str, Any] | None = None  # the target's conditions before/after profiling (e.g. GPU clocks)
     fit: dict[str, Any] | None = None  # a table fitted from end-to-end measurements: method, count, held-out error
     fleet: dict[str, Any] | None = None  # a table profiled in shards over several devices: devices, spread, outliers
+
+    def fingerprint(self) -> TargetFingerprint:
+        """The target this table was measured (or estimated) on."""
+        runtime = {"runtime": self.runtime, "runtime_version": self.runtime_version, **(self.target or {})}
+        return TargetFingerprint.of(
+            self.backend, self.device, runtime, threads=self.threads, precision=self.settings.get("precision")
+        )
 
     @classmethod
     def new(cls, **fields: Any) -> TableMetadata:
