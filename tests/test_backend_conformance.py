@@ -17,6 +17,7 @@ import pytest
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.interface import (
     AnalyticalBackend,
+    Deployer,
     DesignSpace,
     LocalRuntimeBackend,
     RemoteDeviceBackend,
@@ -50,6 +51,9 @@ def test_identity_and_kind_are_declared(name):
         assert option.flag.startswith("--") and option.setting in fields, (name, option)
     if issubclass(cls, DesignSpace):
         assert issubclass(cls, AnalyticalBackend), f"{name}: a design space is a model's"
+    if issubclass(cls, Deployer):
+        assert issubclass(cls, RemoteDeviceBackend), f"{name}: only a remote device has bundles deployed to it"
+        assert not getattr(cls, "__abstractmethods__", None), f"{name}: Deployer methods missing"
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -107,3 +111,18 @@ def test_profile_settings_round_trip_through_a_record(profile, backend):
     assert ignored == [] and kept == recorded
     again = parse_settings(cls.Settings, kept, f"{profile} (read back)")
     assert again.recorded() == recorded
+
+
+def test_deploy_asks_for_the_deployer_role():
+    """`deploy` takes a backend by its role, never by attribute names: a remote device without the
+    Deployer role (tvm) and a local runtime are refused, each in one line that says why."""
+    from ofa_deploy.backend.registry import create_backend
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.fleet.deploy import require_deployable
+
+    assert isinstance(backend_class("adb")(), Deployer)
+    if "tvm" in BACKENDS:
+        with pytest.raises(BadInputError, match="no Deployer role"):
+            require_deployable(create_backend("tvm"))
+    with pytest.raises(BadInputError, match="not a remote device"):
+        require_deployable(create_backend("onnxruntime"))

@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
-from ofa_deploy.backend.interface import BackendStatus, CliOption, RemoteDeviceBackend, Target, require_module
+from ofa_deploy.backend.interface import (
+    BackendStatus,
+    CliOption,
+    Deployer,
+    RemoteDeviceBackend,
+    Target,
+    require_module,
+)
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.adb.batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
@@ -149,7 +156,7 @@ def _cleanup_device(connection: AdbConnection, directory: str, enabled: bool, lo
     connection.close()
 
 
-class AdbBackend(RemoteDeviceBackend):
+class AdbBackend(RemoteDeviceBackend, Deployer):
     """The phone measures: this machine's load does not bias the figures."""
 
     name = "adb"

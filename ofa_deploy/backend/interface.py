@@ -402,34 +402,6 @@ class RemoteDeviceBackend(Backend):
             raise BadInputError(f"{local}: the artifact's model file is missing")
         return self.measure_models([(str(local), local.read_bytes())], reference, names=[local.name])[0]
 
-    # ------------------------------------------------------------------ deployment (``ofa-deploy deploy``)
-    # Optional: a backend that can ship bundles implements the first four (adb does; see docs/fleet.md).
-    def install_dir(self) -> str:
-        """Where bundles are installed on the device unless ``--remote-dir`` says otherwise."""
-        raise self._cannot_deploy()
-
-    def install(self, local_path: Path, remote_path: str) -> None:
-        """Copy one file onto the device at ``remote_path`` (creating its directory)."""
-        raise self._cannot_deploy()
-
-    def remote_sha256(self, remote_path: str) -> str | None:
-        """SHA-256 (hex) of a file as the device itself computes it; None when the file is absent."""
-        raise self._cannot_deploy()
-
-    def benchmark_installed(self, remote_path: str, reference: Reference | None = None) -> LatencyStats:
-        """Time an installed model file in place (same protocol as :meth:`benchmark`)."""
-        raise self._cannot_deploy()
-
-    def device_identity(self) -> dict[str, Any]:
-        """Who the device is, for deployment records: what :meth:`check` reports (serial, model, ...)."""
-        return self.check()
-
-    def _cannot_deploy(self) -> BadInputError:
-        return BadInputError(
-            f"backend '{self.name}' cannot deploy bundles (it does not implement install/remote_sha256/"
-            "benchmark_installed; see docs/fleet.md)"
-        )
-
 
 @dataclass(frozen=True)
 class Alternative:
@@ -462,6 +434,32 @@ class LayerEstimate(Protocol):
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON (see the class docstring for the keys ``estimate`` reads)."""
+
+
+class Deployer(ABC):
+    """Role of a remote-device backend that ships bundles (``ofa-deploy deploy``; docs/fleet.md):
+    it installs files on the device, has the device hash them, and times an installed model in
+    place. adb has it; a backend without it is refused by ``deploy`` in one line naming the role."""
+
+    @abstractmethod
+    def install_dir(self) -> str:
+        """Where bundles are installed on the device unless ``--remote-dir`` says otherwise."""
+
+    @abstractmethod
+    def install(self, local_path: Path, remote_path: str) -> None:
+        """Copy one file onto the device at ``remote_path`` (creating its directory)."""
+
+    @abstractmethod
+    def remote_sha256(self, remote_path: str) -> str | None:
+        """SHA-256 (hex) of a file as the device itself computes it; None when the file is absent."""
+
+    @abstractmethod
+    def benchmark_installed(self, remote_path: str, reference: Reference | None = None) -> LatencyStats:
+        """Time an installed model file in place (same protocol as ``benchmark``)."""
+
+    def device_identity(self) -> dict[str, Any]:
+        """Who the device is, for deployment records: what ``check`` reports (serial, model, ...)."""
+        return self.check()  # type: ignore[attr-defined]
 
 
 class DesignSpace(ABC):

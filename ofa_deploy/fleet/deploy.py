@@ -12,9 +12,9 @@ For each device, in parallel (one thread per device; one failing device never st
    like its prediction, and compare with the prediction against ``--tolerance``;
 5. write ``BUNDLE/deployments/<device>.json`` (atomically).
 
-A backend takes part through the optional :class:`~ofa_deploy.backend.interface.RemoteDeviceBackend`
-methods ``install_dir``, ``install``, ``remote_sha256``, ``benchmark_installed`` and
-``device_identity`` (adb implements them; docs/fleet.md says what a TVM RPC backend would).
+A backend takes part by having the :class:`~ofa_deploy.backend.interface.Deployer` role:
+``install_dir``, ``install``, ``remote_sha256``, ``benchmark_installed`` and ``device_identity``
+(adb has it; docs/fleet.md says what a TVM RPC backend would need).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_deploy.backend.interface import Backend, RemoteDeviceBackend
+from ofa_deploy.backend.interface import Backend, Deployer, RemoteDeviceBackend
 from ofa_deploy.deploy.bundle import sha256
 from ofa_deploy.deploy.manifest import MANIFEST, Manifest
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
@@ -108,12 +108,18 @@ def judge(measured_ms: float, predicted_ms: float | None, tolerance: float) -> t
     return abs(measured_ms - predicted_ms) <= tolerance * predicted_ms, error
 
 
-def require_deployable(backend: Backend) -> RemoteDeviceBackend:
-    """``backend`` as a remote device; BadInputError for a local runtime or a cost model (nothing to deploy to)."""
+def require_deployable(backend: Backend) -> Deployer:
+    """``backend`` in its :class:`Deployer` role; BadInputError for a local runtime or a cost model
+    (nothing to deploy to) and for a remote device that cannot ship bundles."""
     if not isinstance(backend, RemoteDeviceBackend):
         raise BadInputError(
             f"backend '{backend.name}' is a {backend.kind.value}, not a remote device: there is nothing to deploy "
             "to (use `ofa-deploy benchmark` for targets on this machine)"
+        )
+    if not isinstance(backend, Deployer):
+        raise BadInputError(
+            f"backend '{backend.name}' cannot deploy bundles: it has no Deployer role (install, remote_sha256, "
+            "benchmark_installed; see docs/fleet.md)"
         )
     return backend
 
@@ -152,7 +158,7 @@ def deploy_to_device(
 
 
 def _deploy(
-    backend: RemoteDeviceBackend,
+    backend: Deployer,
     source: Path,
     bundle: BundleFiles,
     options: DeployOptions,
