@@ -156,6 +156,13 @@ def _cleanup_device(connection: AdbConnection, directory: str, enabled: bool, lo
     connection.close()
 
 
+def configured_binary(setting: str | None) -> Path | None:
+    """The host's benchmark_model binary that the profile setting, else $OFA_DEPLOY_BENCHMARK_MODEL,
+    names (``~`` expanded); None when neither does."""
+    value = setting or os.environ.get(BINARY_ENV)
+    return Path(os.path.expanduser(str(value))) if value else None
+
+
 class AdbBackend(RemoteDeviceBackend, Deployer):
     """The phone measures: this machine's load does not bias the figures."""
 
@@ -163,6 +170,7 @@ class AdbBackend(RemoteDeviceBackend, Deployer):
     extra = "adb"
     description = "Android phone CPU over ADB, TFLite benchmark_model"
     artifact_kinds = (TFLITE,)
+    no_target_reason = "no phone in `adb devices` (or give --serial HOST:PORT)"
     Settings = AdbSettings
     settings: AdbSettings
     cli_options = (
@@ -195,13 +203,12 @@ class AdbBackend(RemoteDeviceBackend, Deployer):
     # ------------------------------------------------------------------ configuration
     @property
     def binary_path(self) -> Path:
-        value = self.settings.benchmark_model or os.environ.get(BINARY_ENV)
-        if not value:
+        path = configured_binary(self.settings.benchmark_model)
+        if path is None:
             raise TargetUnavailableError(
                 "the adb backend needs the Android benchmark_model binary: set 'benchmark_model' in the device "
                 f"profile's settings or ${BINARY_ENV} (where to get it: docs/adb.md)"
             )
-        path = Path(os.path.expanduser(str(value)))
         if not path.is_file():
             raise TargetUnavailableError(f"benchmark_model binary {path} does not exist (where to get it: docs/adb.md)")
         return path
@@ -275,16 +282,12 @@ class AdbBackend(RemoteDeviceBackend, Deployer):
     def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
         """Ready: adb-shell installed, the benchmark_model binary configured and found, and a phone
         the adb server lists as authorized (a phone reached by --serial HOST:PORT is not listed)."""
-        reasons = []
-        binary = settings.get("benchmark_model") or os.environ.get(BINARY_ENV)
-        if not binary:
-            reasons.append(f"no benchmark_model binary (profile setting 'benchmark_model' or ${BINARY_ENV})")
-        elif not Path(os.path.expanduser(str(binary))).is_file():
-            reasons.append(f"benchmark_model {binary} does not exist")
-        attached = super().readiness(settings, status)
-        if attached == "no device attached":
-            attached = "no phone in `adb devices` (or give --serial HOST:PORT)"
-        return "; ".join(filter(None, [*reasons, attached]))
+        binary = configured_binary(settings.get("benchmark_model"))
+        if binary is None:
+            missing = f"no benchmark_model binary (profile setting 'benchmark_model' or ${BINARY_ENV})"
+        else:
+            missing = "" if binary.is_file() else f"benchmark_model {binary} does not exist"
+        return "; ".join(filter(None, [missing, super().readiness(settings, status)]))
 
     @classmethod
     def attached_targets(cls) -> list[Target]:

@@ -192,10 +192,13 @@ class TvmBackend(RemoteDeviceBackend):
         address = settings.get("rpc_tracker") or settings.get("rpc")
         if not address:
             return "a board: give --rpc-tracker HOST:PORT --rpc-key KEY (or --rpc HOST:PORT)"
-        host, _, port = str(address).rpartition(":")
         try:
-            socket.create_connection((host, int(port)), timeout=1.0).close()
-        except (OSError, ValueError):
+            endpoint = Endpoint.parse(str(address), "rpc_tracker" if settings.get("rpc_tracker") else "rpc")
+        except BadInputError as exc:
+            return str(exc)
+        try:
+            socket.create_connection((endpoint.host, endpoint.port), timeout=1.0).close()
+        except OSError:
             return f"{address} does not accept a connection"
         return ""
 

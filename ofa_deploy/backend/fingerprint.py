@@ -52,10 +52,6 @@ class TargetFingerprint:
             identity=identity,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in ("backend", "device", "runtime", "runtime_version", "threads")}
-        return {**out, "precision": self.precision, **self.identity}
-
     def describe(self) -> str:
         """One phrase for an error line: device profile, backend, runtime and threads."""
         parts = [

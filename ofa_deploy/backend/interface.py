@@ -343,6 +343,7 @@ class RemoteDeviceBackend(Backend):
     kind = TargetKind.REMOTE_DEVICE
     batch_size: ClassVar[int] = 32
     times_on_host = False
+    no_target_reason: ClassVar[str] = "no device attached"  # what `devices` says when none is listed
 
     @classmethod
     def readiness(cls, settings: dict[str, Any], status: BackendStatus) -> str:
@@ -354,7 +355,7 @@ class RemoteDeviceBackend(Backend):
             return ""
         if status.targets:
             return "; ".join(f"{t['id']} is {t['state']}" for t in status.targets)
-        return status.reason or "no device attached"
+        return status.reason or cls.no_target_reason
 
     @abstractmethod
     def open(self) -> None:

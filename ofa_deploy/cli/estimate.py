@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 "ARCH.json` for it, then `ofa-deploy benchmark BUNDLE`"
             )
         report = backend.estimate_layers(layers)
+        target = backend.check()["target"]
         document = {"model": str(args.model), "backend": backend.name, "device": device.name if device else None}
         document.update(report.to_dict())
         document["breakdown_ms"] = breakdown(document)
@@ -67,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
         document["sweep"] = sweep
         if args.plot:
             board = f"{device.name} " if device else ""
-            title = f"{Path(args.model).name} on {board}(as deployed: {backend.check()['target']})"
+            title = f"{Path(args.model).name} on {board}(as deployed: {target})"
             _plot(sweep, Path(args.plot), title)
     if args.json:
         print_json(document)
         return 0
     layer_rows = sorted(document["layers"], key=lambda c: -c["ms"])[:TOP_LAYERS]
     print(
-        f"{args.model} on {backend.check()['target']}: {document['latency_ms']:.3f} ms "
+        f"{args.model} on {target}: {document['latency_ms']:.3f} ms "
         f"(model {document['model']}; {document['cpu_fallback_layers']} layer(s) on the CPU)"
     )
     _print_breakdown(document)
