@@ -64,13 +64,14 @@ def test_reference_normalisation(backend):
     assert 0.3 < ratio < 3.0
 
 
-def test_missing_runtime_names_the_extra(monkeypatch, backend, capsys):
+def test_missing_runtime_names_the_extra(monkeypatch, backend, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, RUNTIME_MODULES[backend.name], None)  # import now raises ImportError
     hint = f"pip install 'ofa-deploy[{backend.extra}]'" if backend.extra else "pip install onnxruntime"
     with pytest.raises(RuntimeMissingError, match=re.escape(hint)):
         backend.check()
-    code = main(["profile", "--backend", backend.name, "--resolutions", "128", "--out", "/nonexistent/x.json"])
+    code = main(["profile", "--backend", backend.name, "--resolutions", "128", "--out", str(tmp_path / "x.json")])
     assert code == 3
+    assert not (tmp_path / "x.json").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not installed" in err[0]
 
