@@ -17,9 +17,11 @@ import pytest
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.interface import (
     AnalyticalBackend,
+    Builder,
     Deployer,
     DesignSpace,
     LocalRuntimeBackend,
+    OutputParser,
     RemoteDeviceBackend,
     Target,
     TargetKind,
@@ -27,10 +29,14 @@ from ofa_deploy.backend.interface import (
 from ofa_deploy.backend.profiles import load_profile, named_profiles
 from ofa_deploy.backend.registry import backend_class, backend_names
 from ofa_deploy.backend.settings import parse_settings
-from ofa_deploy.errors import BadInputError
+from ofa_deploy.errors import BadInputError, OFADeployError
+from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.space.ops import resolution_ops
 
 BACKENDS = backend_names()
 PROFILES = [(named.name, load_profile(named.name).backend) for named in named_profiles().values()]
+BUILDERS = [name for name in BACKENDS if issubclass(backend_class(name), Builder)]
+PARSERS = [name for name in BACKENDS if issubclass(backend_class(name), OutputParser)]
 KINDS = {
     LocalRuntimeBackend: TargetKind.LOCAL_RUNTIME,
     RemoteDeviceBackend: TargetKind.REMOTE_DEVICE,
@@ -53,7 +59,7 @@ def test_identity_and_kind_are_declared(name):
         assert issubclass(cls, AnalyticalBackend), f"{name}: a design space is a model's"
     if issubclass(cls, Deployer):
         assert issubclass(cls, RemoteDeviceBackend), f"{name}: only a remote device has bundles deployed to it"
-        assert not getattr(cls, "__abstractmethods__", None), f"{name}: Deployer methods missing"
+    assert not getattr(cls, "__abstractmethods__", None), f"{name}: methods of its kind or roles missing"
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -117,7 +123,6 @@ def test_deploy_asks_for_the_deployer_role():
     """`deploy` takes a backend by its role, never by attribute names: a remote device without the
     Deployer role (tvm) and a local runtime are refused, each in one line that says why."""
     from ofa_deploy.backend.registry import create_backend
-    from ofa_deploy.errors import BadInputError
     from ofa_deploy.fleet.deploy import require_deployable
 
     assert isinstance(backend_class("adb")(), Deployer)
@@ -126,3 +131,36 @@ def test_deploy_asks_for_the_deployer_role():
             require_deployable(create_backend("tvm"))
     with pytest.raises(BadInputError, match="not a remote device"):
         require_deployable(create_backend("onnxruntime"))
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_builder_sources_are_stable_and_a_failed_build_is_one_line(name):
+    """A Builder's source is the same bytes for the same graph (build caches key on it), and a build
+    that fails comes back as one OFADeployError line saying what was being built, never a worker's
+    traceback."""
+    from ofa_deploy.backend.registry import create_backend
+
+    status = backend_class(name).status()
+    if not status.available:
+        pytest.skip(f"{name}: {status.reason}")
+    graph = build_graph([resolution_ops(128, 1.0)[5]])
+    with create_backend(name) as backend:
+        assert backend.build_workers >= 1
+        assert backend.build_source(graph) == backend.build_source(graph)
+        with pytest.raises(OFADeployError) as failed:
+            backend.build_result(backend.submit_build(b"not a model"), "a damaged source")
+    message = str(failed.value)
+    assert "a damaged source" in message and "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_output_parser_refuses_output_without_timings_in_one_line(name):
+    """What a tool printed when it crashed, failed or said nothing is refused with one line naming the
+    model (the fuzzing of each parser with arbitrary text is in test_fuzz_parsers.py)."""
+    cls = backend_class(name)
+    assert cls.tool_name.strip()
+    for text in ("", "Segmentation fault", "ERROR: Could not open 'm.bin'.", "\x00\ufffd no timings here"):
+        with pytest.raises(OFADeployError) as refused:
+            cls.parse_output(text, model="m.bin")
+        message = str(refused.value)
+        assert "m.bin" in message and "\n" not in message, (text, message)

@@ -528,22 +528,37 @@ def test_adb_lock_owner_line(text):
 # ---------------------------------------------------------------------- benchmark_model output
 
 
-BENCHMARK_OUTPUTS = [p.read_text() for p in sorted((FIXTURES / "benchmark_model").glob("*.txt"))]
+def _parsers() -> list[type]:
+    from ofa_deploy.backend.interface import OutputParser
+    from ofa_deploy.backend.registry import backend_class, backend_names
+
+    return [backend_class(n) for n in backend_names() if issubclass(backend_class(n), OutputParser)]
+
+
+PARSERS = _parsers()
+TOOL_OUTPUTS = {
+    cls.name: [p.read_text() for p in sorted((FIXTURES / cls.tool_name).glob("*.txt"))] or [""] for cls in PARSERS
+}
 _STATS_LINE = st.builds(
     lambda pairs: "INFO: " + " ".join(f"{k}={v}" for k, v in pairs),
     st.lists(st.tuples(st.sampled_from(["count", "first", "curr", "min", "max", "avg", "std", "median"]), NUMBER_TEXT)),
 )
 
 
-@FUZZ
-@given(st.one_of(st.sampled_from(BENCHMARK_OUTPUTS).flatmap(mutated_text), raw_text, _STATS_LINE))
-def test_benchmark_model_output(text):
-    from ofa_deploy.backends.adb.benchmark_model_output import parse_benchmark_output
+@pytest.mark.parametrize("parser", PARSERS, ids=[cls.name for cls in PARSERS])
+def test_tool_output(parser):
+    """Every backend with the OutputParser role, fed its tool's recorded outputs mutated, arbitrary
+    text and statistics lines: a run with finite, non-negative figures, or one line of refusal."""
 
-    result = parse_or_refuse(parse_benchmark_output, text)
-    if result is not None:
-        assert math.isfinite(result.mean_ms) and result.mean_ms >= 0, result
-        assert result.count is None or result.count >= 0, result
+    @FUZZ
+    @given(st.one_of(st.sampled_from(TOOL_OUTPUTS[parser.name]).flatmap(mutated_text), raw_text, _STATS_LINE))
+    def check(text):
+        result = parse_or_refuse(parser.parse_output, text)
+        if result is not None:
+            assert math.isfinite(result.mean_ms) and result.mean_ms >= 0, result
+            assert result.count is None or result.count >= 0, result
+
+    check()
 
 
 # ---------------------------------------------------------------------- accuracy predictors and datasets
@@ -928,7 +943,7 @@ def test_onnx_reader_never_reads_external_data(external_fifo, data):
 
 
 def _batch_output() -> str:
-    timing = BENCHMARK_OUTPUTS[0] if BENCHMARK_OUTPUTS else ""
+    timing = TOOL_OUTPUTS["adb"][0]
     run = "INFO: count=3 first={0} curr={0} min={1} max={2} avg={0} std=5"
     rounds = []
     for r in range(2):

@@ -160,16 +160,16 @@ def test_a_library_is_built_once_then_read_from_the_build_cache(tmp_path):
     built again; another linker, target or TVM is another key."""
     graph = build_graph([resolution_ops(160, 1.0)[1]])
     with TvmBackend(FAST, build_cache=str(tmp_path)) as first:
-        library = first.pool.build(first.encode(graph), "an operator")
+        library = first.build(graph, "an operator")
         assert (first.pool.built, first.pool.reused) == (1, 0)
     (entry,) = tmp_path.glob("*.so")
     assert entry.read_bytes() == library and elf_machine(library) == EM_X86_64
     with TvmBackend(FAST, build_cache=str(tmp_path)) as second:
-        assert second.pool.build(second.encode(graph), "an operator") == library
+        assert second.build(graph, "an operator") == library
         assert (second.pool.built, second.pool.reused) == (0, 1)
     entry.write_bytes(b"half a library")
     with TvmBackend(FAST, build_cache=str(tmp_path)) as third:
-        assert elf_machine(third.pool.build(third.encode(graph), "an operator")) == EM_X86_64
+        assert elf_machine(third.build(graph, "an operator")) == EM_X86_64
         assert (third.pool.built, third.pool.reused) == (1, 0)
     assert elf_machine(entry.read_bytes()) == EM_X86_64  # stored again
     assert TvmBackend(FAST, build_cache="off").pool.cache is None

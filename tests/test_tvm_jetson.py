@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # TVM + NVRTC + the zig linker (its first run bui
 def build_one_operator(profile: str) -> bytes:
     graph = build_graph([resolution_ops(160, 1.0)[30]])
     with load_profile(profile).create_backend() as backend:
-        return backend.pool.build(backend.encode(graph), "a test operator")
+        return backend.build(graph, "a test operator")
 
 
 def test_compile_for_jetson_orin_is_aarch64_with_sm87_cubin(tmp_path, capsys):

@@ -28,17 +28,18 @@ from ofa_deploy.backend.interface import (
     BackendStatus,
     CliOption,
     Deployer,
+    OutputParser,
     RemoteDeviceBackend,
     Target,
     require_module,
 )
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
+from ofa_deploy.backend.tool_output import ToolRun
 from ofa_deploy.backends.adb.batch import BenchmarkCommand, batch_script, parse_batch_output, stats_from_rounds
 from ofa_deploy.backends.adb.benchmark_model_output import (
     BenchmarkBinaryMissingError,
     BenchmarkFailedError,
-    BenchmarkResult,
     parse_benchmark_output,
 )
 from ofa_deploy.backends.adb.connection import (
@@ -59,7 +60,6 @@ __all__ = [
     "AdbBackend",
     "BenchmarkBinaryMissingError",
     "BenchmarkFailedError",
-    "BenchmarkResult",
     "list_adb_devices",
     "parse_benchmark_output",
 ]
@@ -163,12 +163,13 @@ def configured_binary(setting: str | None) -> Path | None:
     return Path(os.path.expanduser(str(value))) if value else None
 
 
-class AdbBackend(RemoteDeviceBackend, Deployer):
+class AdbBackend(RemoteDeviceBackend, Deployer, OutputParser):
     """The phone measures: this machine's load does not bias the figures."""
 
     name = "adb"
     extra = "adb"
     description = "Android phone CPU over ADB, TFLite benchmark_model"
+    tool_name = "benchmark_model"
     artifact_kinds = (TFLITE,)
     no_target_reason = "no phone in `adb devices` (or give --serial HOST:PORT)"
     Settings = AdbSettings
@@ -331,6 +332,10 @@ class AdbBackend(RemoteDeviceBackend, Deployer):
 
     def encode(self, graph: Graph) -> bytes:
         return to_tflite_bytes(graph)
+
+    @classmethod
+    def parse_output(cls, text: str, model: str | None = None) -> ToolRun:
+        return parse_benchmark_output(text, model)
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         """Push the reference operator; without a baseline, time it alone now (at profiling time)."""

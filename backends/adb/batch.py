@@ -21,7 +21,7 @@ import numpy as np
 from ofa_deploy.backend.timing import LatencyStats, TimingOptions
 from ofa_deploy.backends.adb.benchmark_model_output import (
     BenchmarkFailedError,
-    BenchmarkResult,
+    ToolRun,
     parse_benchmark_output,
     raise_on_failure,
 )
@@ -86,14 +86,14 @@ def batch_script(
 class BatchResults:
     """Parsed runs of one batch: per model, its rounds; and the reference run after each of them."""
 
-    model_rounds: list[list[BenchmarkResult]]
-    reference_rounds: list[list[BenchmarkResult]]  # [model][round]: the reference run right after
+    model_rounds: list[list[ToolRun]]
+    reference_rounds: list[list[ToolRun]]  # [model][round]: the reference run right after
 
 
 def parse_batch_output(text: str, labels: Sequence[str], reference_label: str | None) -> BatchResults:
     """Split the script's output at the markers and parse each run; a failed run names its model."""
-    models: list[list[BenchmarkResult]] = [[] for _ in labels]
-    refs: list[list[BenchmarkResult]] = [[] for _ in labels]
+    models: list[list[ToolRun]] = [[] for _ in labels]
+    refs: list[list[ToolRun]] = [[] for _ in labels]
     current: tuple[str, list[str]] | None = None
     last_model = 0
 
@@ -140,8 +140,8 @@ def parse_batch_output(text: str, labels: Sequence[str], reference_label: str | 
 
 
 def stats_from_rounds(
-    rounds: Sequence[BenchmarkResult],
-    reference_rounds: Sequence[BenchmarkResult] | None = None,
+    rounds: Sequence[ToolRun],
+    reference_rounds: Sequence[ToolRun] | None = None,
     reference_baseline_ms: float | None = None,
 ) -> LatencyStats:
     """The toolkit's statistics from per-round benchmark_model summaries.

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 
+from ofa_deploy.backend.tool_output import OperatorTiming, ToolRun
 from ofa_deploy.errors import OFADeployError, TargetUnavailableError
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -49,38 +49,6 @@ class BenchmarkFailedError(OFADeployError):
 
 class BenchmarkBinaryMissingError(TargetUnavailableError):
     """The device could not start benchmark_model (missing, not executable, wrong ABI)."""
-
-
-@dataclass
-class OpTiming:
-    """One row of the op-profiling "Run Order" table (times in milliseconds)."""
-
-    node_type: str
-    name: str
-    first_ms: float | None
-    avg_ms: float
-    percent: float | None
-    times_called: int | None
-
-
-@dataclass
-class BenchmarkResult:
-    """One benchmark_model run. Times in milliseconds; ``None`` where that output lacks the figure."""
-
-    mean_ms: float
-    std_ms: float | None
-    count: int | None
-    min_ms: float | None = None
-    max_ms: float | None = None
-    median_ms: float | None = None
-    p5_ms: float | None = None
-    p95_ms: float | None = None
-    first_ms: float | None = None
-    init_ms: float | None = None
-    warmup_ms: float | None = None
-    warmup_count: int | None = None
-    model: str | None = None
-    ops: list[OpTiming] = field(default_factory=list)
 
 
 def _stats(line: str) -> dict[str, float]:
@@ -153,7 +121,7 @@ def _exception_line(lines: list[str]) -> str | None:
     return None
 
 
-def _op_table(lines: list[str]) -> list[OpTiming]:
+def _op_table(lines: list[str]) -> list[OperatorTiming]:
     """The "Run Order" table of the regular runs (the first one when no section title is printed)."""
     start = 0
     for i, line in enumerate(lines):
@@ -166,7 +134,7 @@ def _op_table(lines: list[str]) -> list[OpTiming]:
     return []
 
 
-def _table_rows(lines: list[str]) -> list[OpTiming]:
+def _table_rows(lines: list[str]) -> list[OperatorTiming]:
     columns: list[str] = []
     rows = []
     for line in lines:
@@ -184,7 +152,7 @@ def _table_rows(lines: list[str]) -> list[OpTiming]:
         values = dict(zip(columns, numbers))
         called = _count(values.get("times called"))
         rows.append(
-            OpTiming(
+            OperatorTiming(
                 node_type=match.group(1).strip(),
                 name=match.group(3) if match.group(3) is not None else match.group(4),
                 first_ms=values.get("first"),
@@ -196,7 +164,7 @@ def _table_rows(lines: list[str]) -> list[OpTiming]:
     return rows
 
 
-def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResult:
+def parse_benchmark_output(text: str, model: str | None = None) -> ToolRun:
     """The timings of one benchmark_model run; raises a one-line error naming the model if it failed."""
     lines = text.splitlines()
     name = _model_name(lines, model)
@@ -232,7 +200,7 @@ def parse_benchmark_output(text: str, model: str | None = None) -> BenchmarkResu
         return source[key] * us if source is not None and key in source else None
 
     warmup_avg = _first_present(ms(summary, "warmup (avg)"), ms(old_summary, "warmup"), ms(warmup, "avg"))
-    return BenchmarkResult(
+    return ToolRun(
         mean_ms=mean_us * us,
         std_ms=ms(timed, "std"),
         count=_count(timed["count"]) if timed is not None else None,

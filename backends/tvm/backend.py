@@ -28,7 +28,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
-from ofa_deploy.backend.interface import BackendStatus, CliOption, RemoteDeviceBackend, missing_runtime
+from ofa_deploy.backend.interface import BackendStatus, Builder, CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
@@ -114,7 +114,7 @@ class _Job:
     input_shape: tuple[int, ...]
 
 
-class TvmBackend(RemoteDeviceBackend):
+class TvmBackend(RemoteDeviceBackend, Builder):
     """TVM RPC: a board (or this machine, in-process) times libraries built here."""
 
     name = "tvm"
@@ -270,22 +270,38 @@ class TvmBackend(RemoteDeviceBackend):
         if warning:
             log.warning("warning: %s", warning)
 
-    # ------------------------------------------------------------------ measuring
-    def encode(self, graph: Graph) -> bytes:
+    # ------------------------------------------------------------------ building (the Builder role)
+    @property
+    def build_workers(self) -> int:
+        return self.pool.workers
+
+    def build_source(self, graph: Graph) -> bytes:
+        """ONNX: what the build workers import into Relax."""
         return to_onnx(graph).SerializeToString()
 
-    def _job(self, label: str, graph_bytes: bytes) -> _Job:
+    def submit_build(self, source: bytes) -> Future[bytes]:
+        return self.pool.submit(source)
+
+    def build_result(self, build: Future[bytes], what: str) -> bytes:
+        return self.pool.result(build, what)
+
+    # ------------------------------------------------------------------ measuring
+    def encode(self, graph: Graph) -> bytes:
+        """The build source (the Builder role): ``measure_models`` builds it for the board."""
+        return self.build_source(graph)
+
+    def _job(self, label: str, source: bytes) -> _Job:
         import onnx
 
-        model = onnx.load_model_from_string(graph_bytes)
+        model = onnx.load_model_from_string(source)
         dims = model.graph.input[0].type.tensor_type.shape.dim
-        return _Job(label, self.pool.submit(graph_bytes), tuple(d.dim_value for d in dims))
+        return _Job(label, self.submit_build(source), tuple(d.dim_value for d in dims))
 
     def reference(self, key: str, baseline_ms: float | None = None) -> Reference:
         """Build the reference operator, load it on every device; without a baseline, time it now."""
         self.open()  # get the devices first: a missing one fails before anything is built
         graph = build_graph([OpSpec.from_key(key)])
-        library = self.pool.build(self.encode(graph), "building the reference operator")
+        library = self.build(graph, "building the reference operator")
         self._reference_library = ("reference", library, tuple(graph.input_shape))
         for index, session in enumerate(self._sessions):
             if session is not None:
@@ -343,7 +359,7 @@ class TvmBackend(RemoteDeviceBackend):
     def _time_job(self, session: DeviceSession, job: _Job, reference: Reference | None) -> LatencyStats:
         library = job.library
         if isinstance(library, Future):
-            library = self.pool.result(library, f"building {job.label}")
+            library = self.build_result(library, f"building {job.label}")
         loaded = session.load(job.label.split(":", 1)[0], library, job.input_shape)
         try:
             return self._time(session, loaded, reference, self.timing)
@@ -421,7 +437,7 @@ class TvmBackend(RemoteDeviceBackend):
         """Cross-compile ``graph`` (real weights) into one shared library for the board (no board needed)."""
         self._warn_cuda()
         facts = self.pool.facts()
-        library = self.pool.build(self.encode(graph), "compiling the sub-network")
+        library = self.build(graph, "compiling the sub-network")
         machine = elf_machine(library)
         archs = cuda_architectures(library)
         arch = self.spec.cuda_arch

@@ -17,6 +17,11 @@ class that implements the common parts, so a new backend is one file:
   (graph -> ms); results are :class:`~ofa_deploy.backend.timing.LatencyEstimate`, no timing
   statistics, no reference, and the LUT records that its values are estimates.
 
+Optional roles, declared by also deriving from them (the CLI asks ``isinstance``): :class:`Builder`
+(a poolable build step: tvm), :class:`OutputParser` (reads the target's own benchmark tool: adb),
+:class:`Deployer` (installs bundles: adb) and :class:`DesignSpace` (resizable modelled hardware:
+fpga).
+
 Backends are found through the entry-point group ``ofa_deploy.backends`` (see
 :mod:`ofa_deploy.backend.registry`). A backend module must import its runtime lazily (through
 :func:`require_module`), so listing backends never needs the runtimes, and a missing runtime is one
@@ -28,6 +33,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -46,6 +52,7 @@ from ofa_deploy.backend.timing import (
     time_interleaved,
     time_runner,
 )
+from ofa_deploy.backend.tool_output import ToolRun
 from ofa_deploy.errors import BadInputError, OFADeployError, RuntimeMissingError
 from ofa_deploy.graph.ir import GlobalAvgPool, Graph, build_graph
 from ofa_deploy.space.ops import OpSpec
@@ -461,6 +468,55 @@ class Deployer(ABC):
     def device_identity(self) -> dict[str, Any]:
         """Who the device is, for deployment records: what ``check`` reports (serial, model, ...)."""
         return self.check()  # type: ignore[attr-defined]
+
+
+class Builder(ABC):
+    """Role of a backend whose build is a step of its own on this machine (tvm: a graph lowered and
+    compiled into a shared library for the board's target), run in a pool of worker processes so
+    that the next models build while the target times the last ones.
+
+    A build starts from a *source*: the graph as bytes (tvm: ONNX), so that it can cross to a
+    worker process, or to another host of a cluster, and be built there. A remote-device backend
+    with this role returns that source from ``encode``, and its ``measure_models`` builds what it
+    times through :meth:`submit_build`; ``compile`` writes the finished build as the artifact."""
+
+    @property
+    @abstractmethod
+    def build_workers(self) -> int:
+        """How many builds run at once."""
+
+    @abstractmethod
+    def build_source(self, graph: Graph) -> bytes:
+        """``graph`` as a build starts from it (random weights are fine for timing)."""
+
+    @abstractmethod
+    def submit_build(self, source: bytes) -> Future[bytes]:
+        """Start building ``source`` (or find it already built); a future of the built artifact's bytes."""
+
+    @abstractmethod
+    def build_result(self, build: Future[bytes], what: str) -> bytes:
+        """Wait for a build; a failure becomes one line saying ``what`` was being built (OFADeployError,
+        TargetUnavailableError when a worker died)."""
+
+    def build(self, graph: Graph, what: str) -> bytes:
+        """Build ``graph`` now and return the artifact's bytes (``what``: for the error line)."""
+        return self.build_result(self.submit_build(self.build_source(graph)), what)
+
+
+class OutputParser(ABC):
+    """Role of a backend that times with the target's own benchmark tool and reads what the tool
+    prints (adb: TFLite's ``benchmark_model``), as nn-Meter splits profiler and parser. The parser
+    is pure text in, numbers out: it is tested on recorded outputs without a device, and the
+    conformance suite feeds it arbitrary text, to which it must answer with a :class:`ToolRun` or
+    one :class:`~ofa_deploy.errors.OFADeployError` line, never another exception."""
+
+    tool_name: ClassVar[str]  # the tool whose output is parsed, for messages and docs
+
+    @classmethod
+    @abstractmethod
+    def parse_output(cls, text: str, model: str | None = None) -> ToolRun:
+        """The timings of one run of the tool; a run that failed, crashed or printed no timings
+        raises one line naming ``model`` (or the model the output names)."""
 
 
 class DesignSpace(ABC):
