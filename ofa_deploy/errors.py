@@ -11,9 +11,14 @@ from typing import Any
 
 
 class OFADeployError(Exception):
-    """Base class: a failure the user can act on. ``exit_code`` is what the CLI returns."""
+    """Base class: a failure the user can act on. ``exit_code`` is what the CLI returns; ``fix``, where
+    one command fixes it, is that command (``doctor`` prints it on a line of its own)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class BadInputError(OFADeployError):

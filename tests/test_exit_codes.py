@@ -308,6 +308,11 @@ ROWS = [
     row("estimate-not-onnx", "estimate --device dpu-b4096 --model {garbage_onnx}", 2, "{garbage_onnx}"),
     row("estimate-conv-group-0", "estimate --device dpu-b4096 --model {group0_onnx}", 2, "'group' is 0"),
     row("estimate-unknown-backend", "estimate --backend warp-drive --model {model_onnx}", 2, "warp-drive"),
+    # -- doctor (a target that cannot be used is its findings and exit 3: tests/test_doctor.py)
+    row("doctor-unknown-backend", "doctor --backend warp-drive", 2, "warp-drive"),
+    row("doctor-unknown-device", "doctor --device nowhere", 2, "nowhere"),
+    row("doctor-invalid-device-file", "doctor --device {bad_profile}", 2, "{bad_profile}"),
+    row("doctor-flag-of-another-backend", "doctor --backend onnxruntime --serial 127.0.0.1:5555", 2, "--serial"),
     row("estimate-unknown-device", "estimate --device nowhere --model {model_onnx}", 2, "nowhere"),
     row("estimate-timed-backend", "estimate --backend onnxruntime --model {model_onnx}", 2, "onnxruntime"),
     # -- demo (each fails before any work)

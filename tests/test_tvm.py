@@ -12,11 +12,12 @@ import pytest
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install 'ofa-deploy[tvm]')")
 
+from ofa_deploy.backend.artifact import EM_X86_64, elf_machine
 from ofa_deploy.backend.build_cache import content_key
 from ofa_deploy.backend.profiles import builtin_profile_names, load_profile
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.backends.tvm.backend import TvmBackend
-from ofa_deploy.backends.tvm.build import EM_X86_64, BuildSpec, build_identity, elf_machine, parse_target
+from ofa_deploy.backends.tvm.build import BuildSpec, build_identity, parse_target
 from ofa_deploy.backends.tvm.cuda import cuda_newer_than_board
 from ofa_deploy.backends.tvm.rpc import Endpoint, TrackerClient
 from ofa_deploy.cli.main import main

@@ -12,8 +12,9 @@ import yaml
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed (pip install 'ofa-deploy[tvm]')")
 
+from ofa_deploy.backend.artifact import EM_AARCH64, elf_machine
 from ofa_deploy.backend.profiles import load_profile
-from ofa_deploy.backends.tvm.build import EM_AARCH64, cuda_architectures, elf_machine
+from ofa_deploy.backends.tvm.build import cuda_architectures
 from ofa_deploy.cli.main import main
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_deploy.backend.artifact import COST_REPORT, Artifact
+from ofa_deploy.backend.diagnosis import Finding, Verdict
 from ofa_deploy.backend.interface import Alternative, AnalyticalBackend, CliOption, DesignSpace, LayerEstimate
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
@@ -93,6 +94,27 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
 
     def runtime_info(self) -> dict[str, str]:
         return {"runtime": "DPUCZDX8G cost model", "runtime_version": MODEL_VERSION}
+
+    def diagnose(self) -> list[Finding]:
+        """A model needs nothing but itself: what it is, and what it can and cannot give."""
+        c = self.config
+        return [
+            self.runtime_finding(),
+            Finding("design", Verdict.OK, f"{c.arch} x{c.cores} @ {c.clock_mhz:g} MHz, DDR {c.ddr_gbs:g} GB/s"),
+            Finding(
+                "gives",
+                Verdict.INFO,
+                "int8 batch-1 latency estimates of any ONNX CNN or sub-network (LUTs, search, estimate, "
+                "--sweep-dpu), fitted to vendor model-zoo figures (docs/fpga.md)",
+            ),
+            Finding(
+                "cannot give",
+                Verdict.INFO,
+                "measurements: nothing runs on a board, so no benchmark or verification of a bundle; depthwise "
+                f"layers are priced by memory traffic and overhead (depthwise_efficiency at its bound); hard-swish "
+                f"{'runs on the ARM core' if c.hard_swish == 'cpu' else 'is priced as ReLU6'}",
+            ),
+        ]
 
     def check(self) -> dict[str, object]:
         c = self.config

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import ONNX, Artifact
+from ofa_deploy.backend.diagnosis import Finding
 from ofa_deploy.backend.interface import (
     BackendStatus,
     CliOption,
@@ -194,6 +195,12 @@ class NvidiaBackend(LocalRuntimeBackend):
         if self._engine is None:
             self._engine = resolve_engine(self.settings.engine)
         return self._engine
+
+    def diagnose(self) -> list[Finding]:
+        """Driver and GPU, every engine, clocks (backends/nvidia/doctor.py)."""
+        from ofa_deploy.backends.nvidia import doctor
+
+        return doctor.diagnose(self, PREFERENCE, engine_runtime, EXTRA)
 
     def runtime_info(self) -> dict[str, str]:
         self.gpu  # noqa: B018 (the hardware first: without a GPU no package helps)

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.artifact import Artifact, elf_machine
 from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
+from ofa_deploy.backend.diagnosis import Finding, Verdict
 from ofa_deploy.backend.interface import BackendStatus, Builder, CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
-from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, elf_machine, parse_target
+from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, parse_target
 from ofa_deploy.backends.tvm.cross import LINKERS
 from ofa_deploy.backends.tvm.cuda import Nvrtc, cuda_newer_than_board
 from ofa_deploy.backends.tvm.rpc import (
@@ -170,6 +171,13 @@ class TvmBackend(RemoteDeviceBackend, Builder):
             "library_triple": self.spec.triple or "host",
             "cuda_arch": self.spec.cuda_arch or "",
         }  # recorded in tables and bundles: not how the devices are reached today
+
+    def diagnose(self) -> list[Finding]:
+        """The runtime, the linker, and the way to the board (backends/tvm/doctor.py)."""
+        from ofa_deploy.backends.tvm import doctor
+
+        runtime = self.runtime_finding()
+        return [runtime] if runtime.verdict is Verdict.FAIL else [runtime, *doctor.diagnose(self)]
 
     @property
     def pool(self) -> BuildPool:

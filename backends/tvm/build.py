@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_deploy import __version__
+from ofa_deploy.backend.artifact import EM_CUDA, elf_machine
 from ofa_deploy.backend.build_cache import BuildCache, content_key
 from ofa_deploy.backends.tvm import cross as tvm_cross
 from ofa_deploy.backends.tvm import cuda as tvm_cuda
@@ -35,7 +36,6 @@ from ofa_deploy.backends.tvm.cross import shared_library_linker
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 
 log = logging.getLogger(__name__)
-EM_AARCH64, EM_X86_64, EM_CUDA = 183, 62, 190
 
 
 @dataclass(frozen=True)
@@ -261,13 +261,6 @@ class BuildPool:
 
 
 # ---------------------------------------------------------------------- inspecting a library
-def elf_machine(data: bytes) -> int:
-    """``e_machine`` of an ELF file (little-endian), or -1 when it is not one."""
-    if data[:4] != b"\x7fELF" or len(data) < 20:
-        return -1
-    return int.from_bytes(data[18:20], "little")
-
-
 def cuda_architectures(data: bytes) -> list[int]:
     """SM numbers of the CUDA cubins embedded in a library (ELF objects with e_machine EM_CUDA)."""
     archs, start = [], 0

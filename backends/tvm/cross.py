@@ -32,7 +32,8 @@ def _zig_command(triple: str) -> list[str]:
     except ImportError:
         raise TargetUnavailableError(
             "cross-compiling for an ARM board needs the ziglang wheel: pip install 'ofa-deploy[jetson]' "
-            "(or set the profile's cross_compiler: gcc and sudo apt-get install g++-aarch64-linux-gnu)"
+            "(or set the profile's cross_compiler: gcc and sudo apt-get install g++-aarch64-linux-gnu)",
+            fix="pip install 'ofa-deploy[jetson]'",
         ) from None
     return [sys.executable, "-m", "ziglang", "cc", "-target", ZIG_TARGETS.get(triple, triple)]
 
@@ -43,7 +44,8 @@ def _gcc_command(triple: str) -> list[str]:
         package = f"g++-{triple.replace('_', '-')}"
         raise TargetUnavailableError(
             f"the cross-compiler {name} is not installed: sudo apt-get install {package} "
-            "(or set the profile's cross_compiler: zig and pip install 'ofa-deploy[jetson]')"
+            "(or set the profile's cross_compiler: zig and pip install 'ofa-deploy[jetson]')",
+            fix=f"sudo apt-get install {package}",
         )
     return [name]
 
@@ -57,7 +59,8 @@ def _host_command() -> list[str]:
     except TargetUnavailableError:
         raise TargetUnavailableError(
             "exporting a TVM library needs a C++ linker: install g++ (sudo apt-get install g++) "
-            "or pip install 'ofa-deploy[jetson]' (ziglang)"
+            "or pip install 'ofa-deploy[jetson]' (ziglang)",
+            fix="sudo apt-get install g++",
         ) from None
 
 

@@ -12,6 +12,17 @@ OPENVINO_IR = "openvino-ir"
 TFLITE = "tflite"
 COST_REPORT = "cost-report"
 
+# ELF e_machine values of the CPUs targets run, and the Android ABI each one is
+EM_386, EM_ARM, EM_X86_64, EM_AARCH64, EM_CUDA = 3, 40, 62, 183, 190
+ANDROID_ABI_MACHINES = {"arm64-v8a": EM_AARCH64, "armeabi-v7a": EM_ARM, "x86_64": EM_X86_64, "x86": EM_386}
+
+
+def elf_machine(data: bytes) -> int:
+    """``e_machine`` of an ELF file (little-endian) from its first 20 bytes or more, or -1 when it is not one."""
+    if data[:4] != b"\x7fELF" or len(data) < 20:
+        return -1
+    return int.from_bytes(data[18:20], "little")
+
 
 @dataclass
 class Artifact:

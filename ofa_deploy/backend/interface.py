@@ -42,6 +42,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact
+from ofa_deploy.backend.diagnosis import Finding, Verdict, attempt
+from ofa_deploy.backend.fingerprint import IDENTITY_KEYS
 from ofa_deploy.backend.settings import BackendSettings, parse_settings
 from ofa_deploy.backend.timing import (
     LatencyEstimate,
@@ -126,7 +128,9 @@ def overhead_graph() -> Graph:
 def missing_runtime(backend: str, extra: str, package: str) -> RuntimeMissingError:
     """The one-line error for a runtime package that is not installed, naming the pip extra (or package)."""
     install = f"pip install 'ofa-deploy[{extra}]'" if extra else f"pip install {package}"
-    return RuntimeMissingError(f"backend '{backend}' needs the '{package}' package, which is not installed: {install}")
+    return RuntimeMissingError(
+        f"backend '{backend}' needs the '{package}' package, which is not installed: {install}", fix=install
+    )
 
 
 def require_module(backend: str, extra: str, module: str, package: str | None = None):
@@ -181,6 +185,11 @@ class Backend(ABC):
         self.timing = timing or TimingOptions()
         self.settings = parse_settings(self.Settings, settings, settings_source or f"backend '{self.name}'")
 
+    def reconfigured(self, timing: TimingOptions | None = None, **settings: Any) -> Backend:
+        """A new instance of this backend with other timing and/or settings, the rest as this one's
+        (``doctor``: the same phone profile for each attached phone, a one-run trial)."""
+        return type(self)(timing or self.timing, **{**self.settings.to_dict(), **settings})
+
     # ------------------------------------------------------------------ identity and availability
     @abstractmethod
     def runtime_info(self) -> dict[str, str]:
@@ -234,6 +243,29 @@ class Backend(ABC):
         words, or "" when it can: configured, and its target reachable. ``status`` is :meth:`status`'s.
         Cheap checks only (``devices`` asks it of every profile); ``doctor`` goes further."""
         return "" if status.available else status.reason
+
+    def runtime_finding(self) -> Finding:
+        """``doctor``'s first check: the runtime imports, with its version (else the install command)."""
+        info, missing = attempt("runtime", self.runtime_info)
+        if missing is not None:
+            return missing
+        assert info is not None
+        return Finding("runtime", Verdict.OK, f"{info['runtime']} {info['runtime_version']}")
+
+    def diagnose(self) -> list[Finding]:
+        """What ``ofa-deploy doctor`` reports for this backend as configured: one :class:`Finding` per
+        thing a first run needs, never raising. By default: the runtime imports (with its version),
+        and :meth:`check` answers (which connects, for a remote device). A backend extends the list
+        with what only it can check (see :mod:`ofa_deploy.backend.diagnosis`)."""
+        runtime = self.runtime_finding()
+        if runtime.verdict is Verdict.FAIL:
+            return [runtime]
+        answer, failure = attempt("target", self.check)
+        if failure is not None:
+            return [runtime, failure]
+        assert answer is not None
+        said = ", ".join(f"{key} {answer[key]}" for key in IDENTITY_KEYS if answer.get(key))
+        return [runtime, Finding("target", Verdict.OK, said or str(answer.get("target") or self.description))]
 
     # ------------------------------------------------------------------ measuring
     @abstractmethod

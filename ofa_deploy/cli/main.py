@@ -18,6 +18,7 @@ from ofa_deploy.cli import (
     demo,
     deploy,
     devices,
+    doctor,
     estimate,
     eval_subnets,
     extract,
@@ -35,6 +36,7 @@ from ofa_deploy.errors import OFADeployError, did_you_mean
 
 VERBS = (
     devices,
+    doctor,
     info,
     profile,
     predict,
