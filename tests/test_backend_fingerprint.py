@@ -100,3 +100,55 @@ def test_benchmark_refuses_a_prediction_of_another_board_and_records_the_device(
     assert record["device"] == "ultra96" and record["target_mismatch_allowed"] == ["device zcu102 vs ultra96"]
     kept = json.loads((bundle / "manifest.json").read_text())["measurements"]
     assert [m["device"] for m in kept] == ["zcu102", "ultra96"]  # the refused run appended nothing
+
+
+def test_validate_refuses_a_lut_of_another_board_and_its_measurements_name_their_target(zcu102, tmp_path, capsys):
+    """validate measures against the LUT's predictions: on another board that is refused before any
+    measurement; allowed, the report and every saved measurement line name the target measured."""
+    lut = str(zcu102 / "zcu.json")
+    common = ["validate", "--lut", lut, "--samples", "6", "--no-save", "--no-progress"]
+    capsys.readouterr()
+    assert main([*common, "--device", "ultra96", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "device zcu102 vs ultra96" in err[0] and not (tmp_path / "v").exists()
+
+    saved = tmp_path / "ultra96.jsonl"
+    args = [*common, "--device", "ultra96", "--allow-target-mismatch", "--save-measurements", str(saved)]
+    assert main([*args, "--out", str(tmp_path / "v2"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"]["device"] == "ultra96" and report["target_mismatch_allowed"] == ["device zcu102 vs ultra96"]
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert {line["target"]["device"] for line in lines} == {"ultra96"}
+
+
+@pytest.fixture(scope="module")
+def measured(zcu102, tmp_path_factory):
+    """Measurement files of six networks each, from validate on zcu102 and on ultra96."""
+    where = tmp_path_factory.mktemp("measured")
+    for device, extra in (("zcu102", []), ("ultra96", ["--allow-target-mismatch"])):
+        args = ["validate", "--lut", str(zcu102 / "zcu.json"), "--device", device, "--samples", "12", "--no-save"]
+        args += [*extra, "--no-progress", "--save-measurements", str(where / f"{device}.jsonl")]
+        assert main([*args, "--out", str(where / device)]) == 0
+    return where
+
+
+def test_fit_gives_the_table_the_target_measured_and_refuses_mixed_targets(zcu102, measured, tmp_path, capsys):
+    """A table fitted on ultra96's measurements over zcu102's table is ultra96's (so compile and
+    benchmark compare against the right board); lines from two boards in one file are refused."""
+    base = str(zcu102 / "zcu.json")
+    out = tmp_path / "ultra96-fit.json"
+    args = ["fit", "--measurements", str(measured / "ultra96.jsonl"), "--lut", base, "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    metadata = json.loads(out.read_text())["metadata"]
+    assert metadata["device"] == "ultra96" and metadata["backend"] == "fpga"
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text((measured / "zcu102.jsonl").read_text() + (measured / "ultra96.jsonl").read_text())
+    capsys.readouterr()
+    args = ["fit", "--measurements", str(mixed), "--lut", base, "--no-progress", "--out", str(tmp_path / "m.json")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 13 of" in err[0] and "device ultra96 vs zcu102" in err[0]
+    assert main([*args, "--allow-target-mismatch"]) == 0
+    fit = json.loads((tmp_path / "m.json").read_text())["metadata"]["fit"]
+    assert fit["target_mismatch_allowed"] == ["device ultra96 vs zcu102"]

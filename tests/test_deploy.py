@@ -222,3 +222,44 @@ def test_bad_targets(bundle, profile_yaml, phones, capsys):
     assert main(["benchmark", str(bundle), "--backend", "adb", "--serial", "a:1", "--serial", "b:2"]) == 2
     assert "uses one target" in capsys.readouterr().err
     assert main(["deploy", str(bundle), "--device", str(profile_yaml), "--tolerance", "0"]) == 2
+
+
+@pytest.fixture(scope="module")
+def pixel7_bundle(tmp_path_factory, reference_dir):
+    """A bundle whose prediction comes from a table of another phone (a Pixel 7, fitted from
+    measurements that say so), compiled with --allow-target-mismatch since it is a tflite bundle."""
+    from ofa_deploy.latency.table import load_lut
+    from ofa_deploy.latency.validation import sample_archs
+
+    where = tmp_path_factory.mktemp("pixel7")
+    note10 = str(reference_dir / "note10" / "160_lookup_table.yaml")
+    table = load_lut(note10, 1.2)
+    target = {"backend": "adb", "device": "pixel7", "runtime": "TFLite benchmark_model over adb-shell"}
+    target |= {"threads": 1, "identity": {"manufacturer": "Google", "model": "Pixel 7"}}
+    lines = [{**a.to_dict(), "latency_ms": table.predict(a), "target": target} for a in sample_archs(table, 24, 0)]
+    (where / "pixel7.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    lut = where / "pixel7.json"
+    fit = ["fit", "--measurements", str(where / "pixel7.jsonl"), "--lut", note10, "--width-mult", "1.2"]
+    assert main([*fit, "--no-progress", "--out", str(lut)]) == 0
+    (where / "arch.json").write_text(json.dumps(ARCH))
+    out = where / "pixel7-160"
+    args = ["compile", "--arch", str(where / "arch.json"), "--backend", "tflite", "--width-mult", "1.2"]
+    assert main([*args, "--lut", str(lut), "--allow-target-mismatch", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_device_of_another_target_than_the_prediction_is_refused_unless_allowed(
+    pixel7_bundle, profile_yaml, phones, capsys
+):
+    """The loopback phone (a 'Pixel 2 (loopback)') is not the Pixel 7 the prediction was made on:
+    target-mismatch, exit 2, nothing installed; allowed, it deploys and the record says how it differs."""
+    code, doc = run_json(capsys, pixel7_bundle, profile_yaml, phones[:1], *LOOSE)
+    [record] = doc["devices"]
+    assert code == 2 and record["status"] == "target-mismatch" and record["remote_sha256"] == {}
+    assert "model Pixel 7 vs Pixel 2 (loopback)" in record["reason"] and "--allow-target-mismatch" in record["reason"]
+    assert not installed(phones[0], "/data/local/tmp/ofa-deploy-installed", pixel7_bundle).exists()
+
+    code, doc = run_json(capsys, pixel7_bundle, profile_yaml, phones[:1], *LOOSE, "--allow-target-mismatch")
+    [record] = doc["devices"]
+    assert code == 0 and record["status"] == "deployed"
+    assert "model Pixel 7 vs Pixel 2 (loopback)" in record["target_mismatch_allowed"]

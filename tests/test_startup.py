@@ -47,7 +47,8 @@ def test_library_leaves_the_process_alone(tmp_path):
                 n, "x", {{}}, "t.json", 1.0, [160], 0, n // 2, {{}},
                 before={{"acc5": 0.5, "acc10": 1.0, "kendall_tau": 1.0}},
                 after={{"acc5": 1.0, "acc10": 1.0, "kendall_tau": 1.0}},
-                all_before={{}}, normalised_by_reference=False, raw_after={{}},
+                all_before={{}}, normalised_by_reference=False, raw_after={{}}, target={{}},
+                target_mismatch_allowed=[],
             ),
         )
         plot_scatter(result, {str(tmp_path / "scatter.png")!r})

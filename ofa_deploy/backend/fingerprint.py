@@ -52,6 +52,37 @@ class TargetFingerprint:
             identity=identity,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record form (measurement files, reports): every field, the identity as a mapping."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "threads": self.threads,
+            "precision": self.precision,
+            "identity": dict(self.identity),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> TargetFingerprint:
+        """Read back :meth:`to_dict` (a measurement line's ``target``); BadInputError naming ``source``."""
+        if not isinstance(data, dict):
+            raise BadInputError(f"{source}: 'target' must be a JSON object, not {type(data).__name__}")
+        identity = data.get("identity") or {}
+        threads = data.get("threads")
+        texts = [data.get(k) for k in ("backend", "device", "runtime", "runtime_version", "precision")]
+        if (
+            not isinstance(identity, dict)
+            or not all(v is None or isinstance(v, str) for v in [*texts, *identity.values()])
+            or not (threads is None or (type(threads) is int and threads > 0))
+        ):
+            raise BadInputError(f"{source}: 'target' is not a target record (texts, a thread count, an identity)")
+        backend, device, runtime, runtime_version, precision = texts
+        return cls(
+            backend, device, runtime, runtime_version, threads, precision, {str(k): v for k, v in identity.items()}
+        )
+
     def describe(self) -> str:
         """One phrase for an error line: device profile, backend, runtime and threads."""
         parts = [
@@ -119,5 +150,9 @@ def fingerprint_of_backend(backend: Any, device: str | None, runtime: Mapping[st
 def fingerprint_of_identity(identity: Mapping[str, Any]) -> TargetFingerprint:
     """The target of a table as a manifest records it (``LatencyTable.identity()``)."""
     return TargetFingerprint.of(
-        identity.get("backend"), identity.get("device"), identity, threads=identity.get("threads")
+        identity.get("backend"),
+        identity.get("device"),
+        identity,
+        threads=identity.get("threads"),
+        precision=identity.get("precision"),
     )

@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import (
     INSTANCES,
     ROUNDS,
     THREADS,
+    add_allow_target_mismatch,
     add_backend_flags,
     add_bounded,
     add_verify_key_flag,
@@ -24,12 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
     p.add_argument("--device", help="device profile name or YAML path")
     p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
-    p.add_argument(
-        "--allow-target-mismatch",
-        action="store_true",
-        help="use a LUT or prediction made on another target (another device, backend, runtime major version, "
-        "thread count or precision) anyway; the record notes it",
-    )
+    add_allow_target_mismatch(p, "a LUT or prediction")
     add_bounded(p, "--threads", THREADS, "inference threads (default: as compiled)")
     add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
     add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled)")

@@ -344,6 +344,16 @@ def recorded_settings(backend: str, recorded: Any, source: str) -> dict[str, Any
     return kept
 
 
+def add_allow_target_mismatch(p: argparse.ArgumentParser, what: str) -> None:
+    """``--allow-target-mismatch``: go on with ``what`` made on another target; the record notes it."""
+    p.add_argument(
+        "--allow-target-mismatch",
+        action="store_true",
+        help=f"use {what} made on another target (another device, backend, runtime major version, thread count "
+        "or precision) anyway; the record notes it",
+    )
+
+
 def add_verify_key_flag(p: argparse.ArgumentParser) -> None:
     """``--verify-key``: refuse a bundle unless its Ed25519 signature verifies (SECURITY.md)."""
     p.add_argument(

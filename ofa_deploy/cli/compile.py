@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import CALIB_IMAGES, WIDTH_MULT, add_bounded, add_target_args, checked
+from ofa_deploy.cli.common import (
+    CALIB_IMAGES,
+    WIDTH_MULT,
+    add_allow_target_mismatch,
+    add_bounded,
+    add_target_args,
+    checked,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-data", help="ImageFolder directory to re-calibrate BatchNorm statistics on")
     add_bounded(p, "--calib-images", CALIB_IMAGES, "images used for BN re-calibration (default 256)", default=256)
     p.add_argument("--lut", help="latency table for the predicted latency recorded in the manifest")
-    p.add_argument(
-        "--allow-target-mismatch",
-        action="store_true",
-        help="use a LUT or prediction made on another target (another device, backend, runtime major version, "
-        "thread count or precision) anyway; the record notes it",
-    )
+    add_allow_target_mismatch(p, "a LUT or prediction")
     p.add_argument("--out", required=True, help="bundle directory to write (built beside it, put in place when done)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out as a whole")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (writes manifest.sig)")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path, PurePosixPath
 
-from ofa_deploy.cli.common import Bound, add_bounded, add_cluster_flag, add_target_args, add_verify_key_flag, checked
+from ofa_deploy.cli.common import (
+    Bound,
+    add_allow_target_mismatch,
+    add_bounded,
+    add_cluster_flag,
+    add_target_args,
+    add_verify_key_flag,
+    checked,
+)
 from ofa_deploy.errors import BadInputError
 
 TOLERANCE = Bound(float, 0.0, low_open=True)
@@ -30,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="redo devices that already hold this bundle")
     p.add_argument("--dry-run", action="store_true", help="say what would be done on each device; change nothing")
+    add_allow_target_mismatch(p, "a bundle whose prediction was")
     add_verify_key_flag(p)
     add_cluster_flag(p, "run each device's job")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
     base = TimingOptions(**{**timing.to_dict(), "instances": 1}) if timing else None
     specs = specs_from_args(args, profile, base, recorded, check=require_deployable)
     bundle = BundleFiles.of(directory, manifest)
-    options = DeployOptions(args.remote_dir, args.tolerance, args.force, args.dry_run)
+    # the devices' profile: the one --device names, else the one the bundle was compiled for
+    named = profile.name if profile is not None and args.device else manifest.document["backend"].get("device_profile")
+    options = DeployOptions(
+        args.remote_dir, args.tolerance, args.force, args.dry_run, named, args.allow_target_mismatch
+    )
     if args.cluster:
         from ofa_deploy.fleet.cluster import Cluster
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ofa_deploy.cli.common import SEED, WIDTH_MULT, add_bounded, checked
+from ofa_deploy.cli.common import SEED, WIDTH_MULT, add_allow_target_mismatch, add_bounded, checked
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="resolutions to write entries for, e.g. 160,176 or 'all' (default: the measured ones plus the base's)",
     )
     add_bounded(p, "--seed", SEED, "seed of the cross-validation split (default 0)", default=0)
+    add_allow_target_mismatch(p, "measurements")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the fit summary as one JSON document")
     p.set_defaults(run=checked(run))
@@ -54,11 +55,12 @@ def _run(args: argparse.Namespace, out) -> int:
     from ofa_deploy.cli.output import format_table, info, print_json
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.latency.fit import fit_measurements, fitted_table
-    from ofa_deploy.latency.measurements import read_measurements
+    from ofa_deploy.latency.measurements import measured_target, read_measurements
     from ofa_deploy.latency.table import load_lut
 
     requested = parse_resolutions(args.resolutions) if args.resolutions else None
     measurements, lines_width = read_measurements(args.measurements)
+    target, mismatch = measured_target(measurements, args.measurements, args.allow_target_mismatch)
     base = load_lut(args.lut, args.width_mult) if args.lut else None
     if args.width_mult is not None:
         width = args.width_mult
@@ -73,7 +75,9 @@ def _run(args: argparse.Namespace, out) -> int:
     info(f"fitting {len(measurements)} measurements" + (f" on top of {args.lut}" if base else " (no base table)"))
     result = fit_measurements(measurements, width, base=base, seed=args.seed, progress=not args.no_progress)
     resolutions = requested or sorted(set(result.measured_resolutions) | set(base.resolutions if base else ()))
-    table = fitted_table(result, resolutions, width, base=base, seed=args.seed)
+    table = fitted_table(result, resolutions, width, base=base, seed=args.seed, target=target)
+    if mismatch:
+        table.metadata.fit["target_mismatch_allowed"] = mismatch
     table.save(out)
     summary = {"out": str(out), "width_mult": width, "resolutions": resolutions, **table.metadata.fit}
     summary["bias_ms"] = result.parameters.bias

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ofa_deploy.cli.common import SAMPLES, SEED, WIDTH_MULT, add_bounded, add_cluster_flag, add_target_args, checked
+from ofa_deploy.cli.common import (
+    SAMPLES,
+    SEED,
+    WIDTH_MULT,
+    add_allow_target_mismatch,
+    add_bounded,
+    add_cluster_flag,
+    add_target_args,
+    checked,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="M.jsonl",
         help="also write what was measured (Arch + latency_ms per line), the input of `ofa-deploy fit`",
     )
+    add_allow_target_mismatch(p, "a LUT")
     add_cluster_flag(p, "measure the sub-networks")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
@@ -64,7 +74,15 @@ def _validate(args: argparse.Namespace) -> int:
 
     with fleet_backend(args, device, table.metadata.timing, recorded) as backend:
         warn_if_busy(backend)
-        result = validate(table, backend, args.samples, seed=args.seed, progress=not args.no_progress)
+        result = validate(
+            table,
+            backend,
+            args.samples,
+            seed=args.seed,
+            progress=not args.no_progress,
+            device=device.name if device is not None else None,
+            allow_target_mismatch=args.allow_target_mismatch,
+        )
     if args.save_measurements:  # first: the measurements are the expensive part
         write_measurements(args.save_measurements, measurements_of(result))
     paths = write_outputs(result, Path(args.out))

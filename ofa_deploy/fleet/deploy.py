@@ -29,7 +29,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ofa_deploy.backend.fingerprint import (
+    TargetFingerprint,
+    check_same_target,
+    fingerprint_of_backend,
+    fingerprint_of_identity,
+)
 from ofa_deploy.backend.interface import Backend, Deployer, RemoteDeviceBackend
 from ofa_deploy.deploy.bundle import sha256
 from ofa_deploy.deploy.manifest import MANIFEST, Manifest
@@ -42,6 +49,7 @@ from ofa_deploy.fleet.records import (
     OUT_OF_TOLERANCE,
     RECORDS_DIR,
     SKIPPED,
+    TARGET_MISMATCH,
     UNREACHABLE,
     WOULD_INSTALL,
     WOULD_SKIP,
@@ -65,6 +73,8 @@ class DeployOptions:
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
     dry_run: bool = False
+    device_profile: str | None = None  # the profile the devices are reached with (compared with the prediction's)
+    allow_target_mismatch: bool = False  # deploy to a device of another target than the prediction's anyway
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class BundleFiles:
     main: str
     predicted_ms: float | None
     reference: ReferenceInfo | None
+    predicted_target: dict[str, Any] | None = None  # TargetFingerprint.to_dict() of the prediction's LUT
 
     @classmethod
     def of(cls, directory: Path, manifest: Manifest) -> BundleFiles:
@@ -84,6 +95,7 @@ class BundleFiles:
         directory = Path(directory).resolve()
         checksums = {**manifest.checksums, MANIFEST: sha256(directory / MANIFEST)}
         predicted = manifest.predicted_latency
+        lut = predicted.get("lut") if predicted else None
         return cls(
             name=directory.name,
             files=(*manifest.files, MANIFEST),
@@ -91,6 +103,7 @@ class BundleFiles:
             main=manifest.artifact.main,
             predicted_ms=float(predicted["ms"]) if predicted and predicted.get("ms") is not None else None,
             reference=manifest.reference,
+            predicted_target=fingerprint_of_identity(lut).to_dict() if isinstance(lut, dict) else None,
         )
 
     @property
@@ -166,6 +179,16 @@ def _deploy(
     record: DeploymentRecord,
 ) -> None:
     record.identity = backend.device_identity()
+    if bundle.predicted_target is not None and bundle.predicted_ms is not None:
+        predicted_on = TargetFingerprint.from_dict(bundle.predicted_target, f"{bundle.name}'s prediction")
+        here = fingerprint_of_backend(backend, options.device_profile, record.identity)
+        try:
+            what = f"the prediction in {bundle.name}'s manifest"
+            allow = options.allow_target_mismatch
+            record.target_mismatch_allowed = check_same_target(what, predicted_on, "this device", here, allow)
+        except BadInputError as exc:
+            record.status, record.reason = TARGET_MISMATCH, str(exc)
+            return
     remote_dir = f"{(options.remote_dir or backend.install_dir()).rstrip('/')}/{bundle.name}"
     record.remote_dir = remote_dir
     held = {name: backend.remote_sha256(f"{remote_dir}/{name}") for name in bundle.artifact_files}
@@ -334,9 +357,12 @@ def local_job(specs: dict, source: Path, bundle: BundleFiles, options: DeployOpt
 
 
 def exit_code(records: Sequence[DeploymentRecord]) -> int:
-    """3 when any device was unreachable, 1 when any deployment failed otherwise, else 0."""
+    """3 when any device was unreachable, 2 when any is another target than the bundle's prediction,
+    1 when any deployment failed otherwise, else 0."""
     if any(r.status == UNREACHABLE for r in records):
         return 3
+    if any(r.status == TARGET_MISMATCH for r in records):
+        return 2
     if any(r.status in (FAILED, HASH_MISMATCH, OUT_OF_TOLERANCE) for r in records):
         return 1
     return 0

@@ -29,10 +29,21 @@ OUT_OF_TOLERANCE = "out-of-tolerance"  # installed and verified, but the latency
 HASH_MISMATCH = "hash-mismatch"  # the device's sha256 of a pushed file differs from the bundle's
 UNREACHABLE = "unreachable"  # could not connect, or the device went away
 FAILED = "failed"  # any other error (message in ``reason``)
+TARGET_MISMATCH = "target-mismatch"  # the device is another target than the bundle's prediction: nothing installed
 WOULD_INSTALL, WOULD_SKIP = "would-install", "would-skip"  # --dry-run
 
 COMPLETED = (DEPLOYED, SKIPPED, OUT_OF_TOLERANCE)  # the files are on the device and verified
-STATUSES = (DEPLOYED, SKIPPED, OUT_OF_TOLERANCE, HASH_MISMATCH, UNREACHABLE, FAILED, WOULD_INSTALL, WOULD_SKIP)
+STATUSES = (
+    DEPLOYED,
+    SKIPPED,
+    OUT_OF_TOLERANCE,
+    HASH_MISMATCH,
+    UNREACHABLE,
+    FAILED,
+    TARGET_MISMATCH,
+    WOULD_INSTALL,
+    WOULD_SKIP,
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -80,6 +91,7 @@ class DeploymentRecord:
     reason: str = ""
     seconds: float = 0.0
     host: str = ""  # the machine that talked to the device (a cluster worker, or this one)
+    target_mismatch_allowed: list[str] = field(default_factory=list)  # differences from the prediction's target
 
     @property
     def reached(self) -> bool:
@@ -147,6 +159,7 @@ _FIELD_CHECKS = {
     "reason": _text,
     "seconds": _number,
     "host": _text,
+    "target_mismatch_allowed": lambda v: isinstance(v, list) and len(v) <= 100 and all(_text(x) for x in v),
 }
 
 

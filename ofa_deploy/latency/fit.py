@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_deploy.backend.fingerprint import TargetFingerprint
 from ofa_deploy.errors import BadInputError, OFADeployError
 from ofa_deploy.latency.measurements import Measurement
 from ofa_deploy.latency.metadata import TableMetadata
@@ -411,8 +412,12 @@ def fitted_table(
     width_mult: float,
     base: LatencyTable | None = None,
     seed: int = 0,
+    target: TargetFingerprint | None = None,
 ) -> LatencyTable:
-    """The fit as an ordinary LUT: entries at ``resolutions``, the bias as the per-call overhead."""
+    """The fit as an ordinary LUT: entries at ``resolutions``, the bias as the per-call overhead. Its
+    target is ``target``, the one the measurements were made on (:func:`measured_target`), where they
+    say; else the base table's. A base of the same backend also lends its settings, timing and drift
+    reference."""
     tables: dict[int, dict[str, dict[str, float]]] = {}
     for r in resolutions:
         values = result.parameters.entries(result.basis(r))
@@ -420,8 +425,8 @@ def fitted_table(
         seen = result.networks_with.get(r, np.zeros(N_FAMILIES, dtype=int))
         tables[r] = {op.key: {"count": int(seen[f]), "mean": float(values[f]), "std": 0.0} for f, op in enumerate(ops)}
     inherited: dict[str, Any] = {}
-    if base is not None:
-        m = base.metadata
+    if base is not None and (target is None or target.backend in (None, base.metadata.backend)):
+        m = base.metadata  # the same backend: its settings, timing and drift reference hold for the fit
         inherited = {
             "device": m.device,
             "backend": m.backend,
@@ -434,6 +439,18 @@ def fitted_table(
             "target": m.target,
             "conditions": m.conditions,
         }
+    if target is not None:  # the table belongs to the target measured, not to the base's
+        measured = {
+            "device": target.device,
+            "backend": target.backend,
+            "runtime": target.runtime,
+            "runtime_version": target.runtime_version,
+            "threads": target.threads,
+            "target": dict(target.identity) or None,
+        }
+        inherited.update({k: v for k, v in measured.items() if v is not None})
+        if target.identity and base is not None and inherited.get("conditions") is base.metadata.conditions:
+            inherited.pop("conditions", None)  # the base device's conditions say nothing about this one
     metadata = TableMetadata.new(
         **inherited,
         width_mult=width_mult,

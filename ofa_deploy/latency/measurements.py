@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_deploy.backend.fingerprint import TargetFingerprint, check_same_target
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.files import atomic_text_file, strict_json
 from ofa_deploy.inputs import input_lines
@@ -120,6 +121,28 @@ def read_measurements(path: str | Path) -> tuple[list[Measurement], float | None
     if not out:
         raise BadInputError(f"{path}: no measurements (the file is empty)")
     return out, width.value
+
+
+def measured_target(
+    measurements: Sequence[Measurement], source: str, allow_target_mismatch: bool = False
+) -> tuple[TargetFingerprint | None, list[str]]:
+    """The target the measurements were made on (the ``target`` record ``validate --save-measurements``
+    writes on each line), or None when no line says. Lines from targets that differ in a way that
+    changes latency are refused (exit 2, both named) unless ``allow_target_mismatch``; the
+    differences allowed are returned for the record."""
+    seen: dict[str, tuple[int, TargetFingerprint]] = {}
+    for line, m in enumerate(measurements, 1):
+        if "target" in m.extra:
+            fingerprint = TargetFingerprint.from_dict(m.extra["target"], f"{source}: line {line}")
+            seen.setdefault(json.dumps(fingerprint.to_dict(), sort_keys=True), (line, fingerprint))
+    if not seen:
+        return None, []
+    (first_line, first), *others = seen.values()
+    mismatch: list[str] = []
+    for line, other in others:
+        what = f"line {line} of {source}"
+        mismatch += check_same_target(what, other, f"line {first_line}'s target", first, allow_target_mismatch)
+    return first, mismatch
 
 
 def write_measurements(path: str | Path, measurements: Sequence[Measurement]) -> None:

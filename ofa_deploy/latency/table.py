@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ofa_deploy.backend.fingerprint import IDENTITY_KEYS
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.files import atomic_write_json, atomic_write_text
 from ofa_deploy.inputs import LUT_FILE_LIMIT, read_input_text
@@ -170,6 +171,10 @@ class LatencyTable:
         """What a manifest records about the table a prediction came from."""
         keys = ("device", "backend", "runtime", "runtime_version", "threads", "date", "toolkit_version")
         out = {k: getattr(self.metadata, k) for k in keys if getattr(self.metadata, k) is not None}
+        said = self.metadata.target or {}  # what the target said about itself: the phone model, the GPU, ...
+        out.update({k: said[k] for k in IDENTITY_KEYS if said.get(k) not in (None, "")})
+        if self.metadata.settings.get("precision"):
+            out["precision"] = self.metadata.settings["precision"]
         out["measurement"] = self.metadata.measurement
         out["source"] = self.source
         out["width_mult"] = self.width_mult

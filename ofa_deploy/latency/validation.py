@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa_deploy.backend.fingerprint import check_same_target, fingerprint_of_backend
 from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.progress import measuring
 from ofa_deploy.errors import BadInputError
@@ -52,6 +53,8 @@ class ValidationReport:
     all_before: dict[str, float]
     normalised_by_reference: bool
     raw_after: dict[str, float]
+    target: dict[str, Any]  # TargetFingerprint.to_dict() of the target measured on
+    target_mismatch_allowed: list[str]  # differences from the LUT's target, measured anyway (--allow-target-mismatch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,10 +105,18 @@ def validate(
     n_samples: int,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
+    allow_target_mismatch: bool = False,
 ) -> ValidationResult:
     """Measure ``n_samples`` sampled sub-networks on ``backend``, compare with the table's sums and fit a calibration
-    on half of them (the other half is held out for the report). The caller stores the calibration."""
-    backend.check()
+    on half of them (the other half is held out for the report). The caller stores the calibration.
+    ``device``: the device profile the backend was configured from. A table made on another target is
+    refused before anything is measured, unless ``allow_target_mismatch`` (then the report notes it)."""
+    here = fingerprint_of_backend(backend, device, backend.check())
+    source = f"the LUT {table.source}"
+    mismatch = check_same_target(
+        source, table.metadata.fingerprint(), "this validation's target", here, allow_target_mismatch
+    )
     archs = sample_archs(table, n_samples, seed)
     w = table.width_mult
     predicted = table.predict_batch(ArchBatch.from_archs(archs), calibrated=False)  # fails early on a missing key
@@ -145,6 +156,8 @@ def validate(
         all_before=agreement(predicted, measured_arr),
         normalised_by_reference=reference is not None,
         raw_after=agreement(calibration.apply(predicted[held]), np.asarray(raw)[held]),
+        target=here.to_dict(),
+        target_mismatch_allowed=mismatch,
     )
     return ValidationResult(
         archs, predicted, measured_arr, np.asarray(raw), np.asarray(spread), fit_mask, calibration, report
@@ -164,6 +177,7 @@ def measurements_of(result: ValidationResult) -> list[Measurement]:
                 "std_ms": float(result.measured_std[i]),
                 "backend": backend,
                 "width_mult": result.report.width_mult,
+                "target": result.report.target,
             },
         )
         for i, arch in enumerate(result.archs)
