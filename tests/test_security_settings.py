@@ -234,6 +234,7 @@ def test_planted_settings_in_a_lut_are_ignored_by_validate(phones, profile, tmp_
     lut.write_text(json.dumps(document))
     capsys.readouterr()
     args = ["validate", "--lut", str(lut), "--device", profile, "--serial", phones[0].serial, "--samples", "4"]
+    args += ["--allow-target-mismatch"]  # a host table relabelled as a phone's: its target is not the phone's
     assert main([*args, "--out", str(tmp_path / "val"), "--no-save", "--no-progress", "--json"]) == 0
     assert victim.read_text() == "keep me\n" and photo.read_bytes() == b"photo"
     one_warning(capsys, "key_path", "device_dir")
