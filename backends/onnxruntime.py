@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +13,31 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import ONNX, Artifact
-from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
+from ofa_deploy.backend.model_file import (
+    ModelSession,
+    check_inputs_named,
+    merge_operator_times,
+    random_input,
+    resolve_shape,
+)
 from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.tool_output import OperatorTiming
+from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILE = "model.onnx"
+ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
 OPTIMIZATION_LEVELS = ("all", "extended", "basic", "none")
 
 
@@ -30,13 +52,59 @@ class OnnxRuntimeSettings(BackendSettings):
             raise ValueError(f"graph_optimization: must be one of {', '.join(OPTIMIZATION_LEVELS)}")
 
 
-class OnnxRuntimeBackend(LocalRuntimeBackend):
+class _OrtModelSession(ModelSession):
+    """Any ONNX file in an ONNX Runtime session; the operator profile is ORT's profiling trace."""
+
+    def __init__(self, backend: OnnxRuntimeBackend, path: Path, shapes: dict[str, tuple[int, ...]], profile: bool):
+        self._folder = tempfile.mkdtemp(prefix="ofa-deploy-ort-profile-") if profile else None
+        prefix = str(Path(self._folder) / "ort") if self._folder else None
+        try:
+            self.session = backend.session(str(path), prefix)
+        except Exception as exc:  # ORT's InvalidGraph, NotImplemented (an operator), InvalidProtobuf, Fail
+            raise BadInputError(f"{path}: onnxruntime cannot run it: {one_line(exc)}") from None
+        declared = self.session.get_inputs()
+        check_inputs_named(str(path), [i.name for i in declared], shapes)
+        self.inputs, self.feed = {}, {}
+        for item in declared:
+            dtype = ORT_TYPES.get(item.type)
+            if dtype is None:
+                raise BadInputError(f"{path}: input '{item.name}' is {item.type}, which benchmark cannot fill")
+            self.inputs[item.name] = resolve_shape(str(path), item.name, item.shape, shapes)
+            self.feed[item.name] = random_input(self.inputs[item.name], dtype)
+        self.runs = 0
+
+    def run(self) -> None:
+        try:
+            self.session.run(None, self.feed)
+        except Exception as exc:  # a shape the model rejects, an operator failing on these inputs
+            raise BadInputError(f"onnxruntime failed to run the model: {one_line(exc)}") from None
+        self.runs += 1
+
+    def operator_times(self) -> list[OperatorTiming] | None:
+        if self._folder is None:
+            return None
+        trace = json.loads(Path(self.session.end_profiling()).read_text())
+        rows = [
+            (e["name"].removesuffix("_kernel_time"), e.get("args", {}).get("op_name", "?"), e["dur"] / 1e3)
+            for e in trace
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
+        ]
+        return merge_operator_times(rows, self.runs)
+
+    def close(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+class OnnxRuntimeBackend(LocalRuntimeBackend, ModelFileRunner):
     """The host CPU through ONNX Runtime's CPU execution provider (the default backend); bundles hold ``model.onnx``."""
 
     name = "onnxruntime"
     extra = ""  # a core dependency of ofa-deploy
     description = "host CPU, ONNX Runtime CPU execution provider"
     artifact_kinds = (ONNX,)
+    operator_profiler = "ORT profiling trace"
+    model_suffixes = (".onnx",)
     Settings = OnnxRuntimeSettings
     settings: OnnxRuntimeSettings
 
@@ -46,9 +114,12 @@ class OnnxRuntimeBackend(LocalRuntimeBackend):
     def runtime_info(self) -> dict[str, str]:
         return {"runtime": "onnxruntime", "runtime_version": self._ort().__version__}
 
-    def session(self, model: bytes | str):
+    def session(self, model: bytes | str, profile_prefix: str | None = None):
         ort = self._ort()
         options = ort.SessionOptions()
+        if profile_prefix is not None:  # ORT's own profiler: one JSON trace of every operator run
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         options.intra_op_num_threads = self.timing.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -60,6 +131,9 @@ class OnnxRuntimeBackend(LocalRuntimeBackend):
         }[self.settings.graph_optimization]
         options.log_severity_level = 3
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def open_model_file(self, path: Path, shapes: dict[str, tuple[int, ...]], op_profile: bool = False):
+        return _OrtModelSession(self, path, shapes, op_profile)
 
     def load(self, graph: Graph) -> Callable[[], Any]:
         session = self.session(to_onnx_bytes(graph))

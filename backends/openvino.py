@@ -10,8 +10,17 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import OPENVINO_IR, Artifact
-from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
+from ofa_deploy.backend.model_file import (
+    ModelSession,
+    check_inputs_named,
+    merge_operator_times,
+    random_input,
+    resolve_shape,
+)
 from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.backend.tool_output import OperatorTiming
+from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
@@ -25,13 +34,57 @@ class OpenVinoSettings(BackendSettings):
     device: str = setting("CPU", "OpenVINO device name")
 
 
-class OpenVinoBackend(LocalRuntimeBackend):
+class _OpenVinoModelSession(ModelSession):
+    """Any ONNX file or OpenVINO IR compiled for the backend's device; the operator profile is
+    OpenVINO's PERF_COUNT (per executed node, summed over the runs)."""
+
+    def __init__(self, backend: OpenVinoBackend, path: Path, shapes: dict[str, tuple[int, ...]], profile: bool):
+        ov = backend._ov()
+        try:
+            model = ov.Core().read_model(str(path))
+            names = [port.get_any_name() for port in model.inputs]
+            check_inputs_named(str(path), names, shapes)
+            self.inputs = {}
+            for port, name in zip(model.inputs, names):
+                declared = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+                self.inputs[name] = resolve_shape(str(path), name, declared, shapes)
+            if shapes:
+                model.reshape({name: ov.PartialShape(list(shape)) for name, shape in self.inputs.items()})
+            compiled = backend.compile_model(model, {"PERF_COUNT": True} if profile else None)
+        except BadInputError:
+            raise
+        except Exception as exc:  # an unsupported operator, a malformed file, a shape that does not fit
+            raise BadInputError(f"{path}: openvino cannot run it: {one_line(exc)}") from None
+        self.request = compiled.create_infer_request()
+        for port, name in zip(model.inputs, names):
+            dtype = port.get_element_type().to_dtype()
+            self.request.set_tensor(name, ov.Tensor(random_input(self.inputs[name], dtype)))
+        self.profile, self.rows, self.runs = profile, [], 0
+
+    def run(self) -> None:
+        try:
+            self.request.infer()
+        except Exception as exc:
+            raise BadInputError(f"openvino failed to run the model: {one_line(exc)}") from None
+        self.runs += 1
+        if self.profile:  # the profile of the last inference only: collect it after each one
+            for info in self.request.get_profiling_info():
+                if str(info.status).endswith("EXECUTED"):
+                    self.rows.append((info.node_name, info.node_type, info.real_time.total_seconds() * 1e3))
+
+    def operator_times(self) -> list[OperatorTiming] | None:
+        return merge_operator_times(self.rows, self.runs) if self.profile else None
+
+
+class OpenVinoBackend(LocalRuntimeBackend, ModelFileRunner):
     """Intel CPU through OpenVINO, float32 with the latency hint; bundles hold the IR (``model.xml``, ``model.bin``)."""
 
     name = "openvino"
     extra = "openvino"
     description = "Intel CPU, OpenVINO CPU plugin (f32)"
     artifact_kinds = (OPENVINO_IR,)
+    operator_profiler = "OpenVINO PERF_COUNT"
+    model_suffixes = (".onnx", ".xml")
     Settings = OpenVinoSettings
     settings: OpenVinoSettings
 
@@ -42,8 +95,8 @@ class OpenVinoBackend(LocalRuntimeBackend):
         ov = self._ov()
         return {"runtime": "openvino", "runtime_version": ov.get_version()}
 
-    def compile_model(self, model):
-        """Compile an ``ov.Model`` for this backend's device with latency-oriented, f32 settings."""
+    def compile_model(self, model, extra: dict[str, Any] | None = None):
+        """Compile an ``ov.Model`` for this backend's device with latency-oriented, f32 settings (and ``extra``)."""
         ov = self._ov()
         core = ov.Core()
         config = {
@@ -51,8 +104,12 @@ class OpenVinoBackend(LocalRuntimeBackend):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": self.timing.threads,
             "NUM_STREAMS": 1,
+            **(extra or {}),
         }
         return core.compile_model(model, self.settings.device, config)
+
+    def open_model_file(self, path: Path, shapes: dict[str, tuple[int, ...]], op_profile: bool = False):
+        return _OpenVinoModelSession(self, path, shapes, op_profile)
 
     def read_onnx(self, onnx_bytes: bytes):
         return self._ov().Core().read_model(onnx_bytes, b"")

@@ -12,12 +12,18 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
-from ofa_deploy.backend.interface import LocalRuntimeBackend, require_module
+from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
+from ofa_deploy.backend.model_file import ModelSession, check_inputs_named, random_input, resolve_shape
 from ofa_deploy.backend.settings import BackendSettings, setting
+from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
 from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 
 MODEL_FILE = "model.tflite"
+NO_PROFILER = (
+    "the LiteRT Python interpreter has no operator profiler (on a phone, benchmark_model "
+    "--enable_op_profiling=true has one)"
+)
 
 
 def tflite_artifact(graph: Graph, directory: Path) -> Artifact:
@@ -52,13 +58,48 @@ class TFLiteSettings(BackendSettings):
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
 
 
-class TFLiteBackend(LocalRuntimeBackend):
+class _TFLiteModelSession(ModelSession):
+    """Any .tflite file in the LiteRT interpreter (XNNPACK as configured). The Python interpreter has
+    no operator profiler: on a phone, ``benchmark_model --enable_op_profiling`` has one."""
+
+    def __init__(self, backend: TFLiteBackend, path: Path, shapes: dict[str, tuple[int, ...]]):
+        try:
+            interpreter = backend.interpreter(path.read_bytes(), allocate=False)
+            details = interpreter.get_input_details()
+            names = [d["name"] for d in details]
+            check_inputs_named(str(path), names, shapes)
+            self.inputs = {}
+            for detail in details:
+                declared = [None if d < 0 else int(d) for d in detail.get("shape_signature", detail["shape"])]
+                shape = resolve_shape(str(path), detail["name"], declared, shapes)
+                self.inputs[detail["name"]] = shape
+                if list(shape) != [int(d) for d in detail["shape"]]:
+                    interpreter.resize_tensor_input(detail["index"], list(shape))
+            with quiet_native_stderr():
+                interpreter.allocate_tensors()
+            for detail in details:
+                interpreter.set_tensor(detail["index"], random_input(self.inputs[detail["name"]], detail["dtype"]))
+        except (BadInputError, OSError):
+            raise
+        except Exception as exc:  # not a flatbuffer, an operator this interpreter lacks
+            raise BadInputError(f"{path}: the LiteRT interpreter cannot run it: {one_line(exc)}") from None
+        self.interpreter = interpreter
+
+    def run(self) -> None:
+        try:
+            self.interpreter.invoke()
+        except Exception as exc:
+            raise BadInputError(f"the LiteRT interpreter failed to run the model: {one_line(exc)}") from None
+
+
+class TFLiteBackend(LocalRuntimeBackend, ModelFileRunner):
     """The host CPU with TFLite kernels (LiteRT interpreter, XNNPACK by default); bundles hold ``model.tflite``."""
 
     name = "tflite"
     extra = "tflite"
     description = "host CPU, LiteRT (TFLite) interpreter with XNNPACK"
     artifact_kinds = (TFLITE,)
+    model_suffixes = (".tflite",)
     Settings = TFLiteSettings
     settings: TFLiteSettings
 
@@ -71,7 +112,7 @@ class TFLiteBackend(LocalRuntimeBackend):
 
         return {"runtime": "ai-edge-litert", "runtime_version": version("ai-edge-litert")}
 
-    def interpreter(self, model: bytes):
+    def interpreter(self, model: bytes, allocate: bool = True):
         module = self._interpreter_module()
         resolver = (
             module.OpResolverType.AUTO
@@ -82,8 +123,14 @@ class TFLiteBackend(LocalRuntimeBackend):
             interpreter = module.Interpreter(
                 model_content=model, num_threads=self.timing.threads, experimental_op_resolver_type=resolver
             )
-            interpreter.allocate_tensors()
+            if allocate:
+                interpreter.allocate_tensors()
         return interpreter
+
+    def open_model_file(self, path: Path, shapes: dict[str, tuple[int, ...]], op_profile: bool = False):
+        if op_profile:
+            raise BadInputError(f"backend 'tflite' cannot profile operators: {NO_PROFILER}")
+        return _TFLiteModelSession(self, path, shapes)
 
     def load(self, graph: Graph) -> Callable[[], Any]:
         interpreter = self.interpreter(to_tflite_bytes(graph))

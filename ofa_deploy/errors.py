@@ -55,6 +55,12 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A third-party exception's message as one line: whitespace folded, the first ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``name``, else ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

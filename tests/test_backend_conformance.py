@@ -21,6 +21,7 @@ from ofa_deploy.backend.interface import (
     Deployer,
     DesignSpace,
     LocalRuntimeBackend,
+    ModelFileRunner,
     OutputParser,
     RemoteDeviceBackend,
     Target,
@@ -37,6 +38,7 @@ BACKENDS = backend_names()
 PROFILES = [(named.name, load_profile(named.name).backend) for named in named_profiles().values()]
 BUILDERS = [name for name in BACKENDS if issubclass(backend_class(name), Builder)]
 PARSERS = [name for name in BACKENDS if issubclass(backend_class(name), OutputParser)]
+RUNNERS = [name for name in BACKENDS if issubclass(backend_class(name), ModelFileRunner)]
 KINDS = {
     LocalRuntimeBackend: TargetKind.LOCAL_RUNTIME,
     RemoteDeviceBackend: TargetKind.REMOTE_DEVICE,
@@ -164,3 +166,28 @@ def test_output_parser_refuses_output_without_timings_in_one_line(name):
             cls.parse_output(text, model="m.bin")
         message = str(refused.value)
         assert "m.bin" in message and "\n" not in message, (text, message)
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_a_model_file_runner_runs_the_artifact_its_compile_writes(name, tmp_path):
+    """What `compile` writes, `benchmark --model` takes: the artifact's main file is of a kind the
+    backend names in model_suffixes, opens with the artifact's input shape, and runs."""
+    from pathlib import Path
+
+    from ofa_deploy.backend.registry import create_backend
+
+    status = backend_class(name).status()
+    if not status.available:
+        pytest.skip(f"{name}: {status.reason}")
+    backend = create_backend(name)
+    assert backend.model_suffixes and all(s.startswith(".") for s in backend.model_suffixes)
+    graph = build_graph([resolution_ops(128, 1.0)[5]])
+    artifact = backend.compile(graph, tmp_path)
+    main_file = tmp_path / artifact.main
+    assert Path(artifact.main).suffix in backend.model_suffixes, artifact.main
+    session = backend.open_model_file(main_file, {})
+    try:
+        assert list(next(iter(session.inputs.values()))) == artifact.input_shape
+        session.run()
+    finally:
+        session.close()

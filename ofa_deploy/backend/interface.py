@@ -19,6 +19,7 @@ class that implements the common parts, so a new backend is one file:
 
 Optional roles, declared by also deriving from them (the CLI asks ``isinstance``): :class:`Builder`
 (a poolable build step: tvm), :class:`OutputParser` (reads the target's own benchmark tool: adb),
+:class:`ModelFileRunner` (benchmarks any model file: onnxruntime, openvino, tflite),
 :class:`Deployer` (installs bundles: adb) and :class:`DesignSpace` (resizable modelled hardware:
 fpga).
 
@@ -44,6 +45,7 @@ import numpy as np
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.diagnosis import Finding, Verdict, attempt
 from ofa_deploy.backend.fingerprint import IDENTITY_KEYS
+from ofa_deploy.backend.model_file import ModelSession
 from ofa_deploy.backend.settings import BackendSettings, parse_settings
 from ofa_deploy.backend.timing import (
     LatencyEstimate,
@@ -549,6 +551,22 @@ class OutputParser(ABC):
     def parse_output(cls, text: str, model: str | None = None) -> ToolRun:
         """The timings of one run of the tool; a run that failed, crashed or printed no timings
         raises one line naming ``model`` (or the model the output names)."""
+
+
+class ModelFileRunner(ABC):
+    """Role of a backend that runs *any* model file of the kinds it names, not only the graphs this
+    toolkit writes: ``ofa-deploy benchmark --model FILE`` (trtexec / benchmark_app parity), to set an
+    OFA sub-network against the model a team ships today. ``open_model_file`` loads the file with
+    random inputs of its own shapes (or ``shapes``) and, with ``op_profile``, the runtime's own
+    operator profiler on. A file the runtime cannot load or run (an unsupported operator, a dynamic
+    input without ``--shape``) is one BadInputError line (exit 2)."""
+
+    model_suffixes: ClassVar[tuple[str, ...]]  # e.g. (".onnx",): what --model takes on this backend
+    operator_profiler: ClassVar[str] = ""  # the runtime's profiler behind op_profile ("": none; op_profile refused)
+
+    @abstractmethod
+    def open_model_file(self, path: Path, shapes: dict[str, tuple[int, ...]], op_profile: bool = False) -> ModelSession:
+        """A :class:`~ofa_deploy.backend.model_file.ModelSession` of ``path``, inputs filled."""
 
 
 class DesignSpace(ABC):

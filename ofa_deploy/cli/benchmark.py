@@ -1,4 +1,4 @@
-"""``ofa-deploy benchmark``: run a bundle on its target and compare with the prediction."""
+"""``ofa-deploy benchmark``: run a bundle on its target and compare with the prediction (or any model file: --model)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ofa_deploy.cli.common import (
     INSTANCES,
     ROUNDS,
     THREADS,
+    WARMUP,
     add_allow_target_mismatch,
     add_backend_flags,
     add_bounded,
@@ -16,19 +17,39 @@ from ofa_deploy.cli.common import (
     checked,
 )
 from ofa_deploy.cli.output import print_json
+from ofa_deploy.errors import BadInputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ofa-deploy benchmark`` and its flags."""
-    p = subparsers.add_parser("benchmark", help="benchmark a compiled bundle and compare with its prediction")
-    p.add_argument("bundle", help="bundle directory written by `ofa-deploy compile`")
+    p = subparsers.add_parser(
+        "benchmark",
+        help="benchmark a compiled bundle and compare with its prediction, or any model file (--model)",
+        description="Benchmark a bundle written by `compile` on its target and compare with its prediction; or "
+        "time any model file (--model: .onnx, OpenVINO .xml, .tflite) with trtexec-style statistics and, with "
+        "--op-profile, the runtime's own per-operator profile.",
+    )
+    p.add_argument("bundle", nargs="?", help="bundle directory written by `ofa-deploy compile`")
+    p.add_argument("--model", metavar="FILE", help="time this model file instead of a bundle (.onnx, .xml, .tflite)")
+    p.add_argument(
+        "--shape",
+        action="append",
+        metavar="NAME:DIMS",
+        help="with --model: the shape of a dynamic input, e.g. input:1x3x224x224 (repeatable)",
+    )
+    add_bounded(p, "--warmup", WARMUP, "with --model: untimed runs first (default 10)", default=10)
+    p.add_argument(
+        "--op-profile",
+        metavar="DIR",
+        help="with --model: per-operator time from the runtime's profiler into DIR (operators.json, operators.png)",
+    )
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
     p.add_argument("--device", help="device profile name or YAML path")
     p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
     add_allow_target_mismatch(p, "a LUT or prediction")
     add_bounded(p, "--threads", THREADS, "inference threads (default: as compiled)")
     add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
-    add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled)")
+    add_bounded(p, "--runs", ROUNDS, "timed runs per round (default: as compiled; with --model: runs, default 100)")
     add_bounded(p, "--instances", INSTANCES, "model instances to alternate between (default 3)")
     add_verify_key_flag(p)
     p.add_argument(
@@ -50,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle, require_trusted_code
     from ofa_deploy.latency.table import load_lut
 
+    if args.model or args.shape or args.op_profile:
+        return _model(args)
+    if not args.bundle:
+        raise BadInputError("give a bundle directory, or --model FILE to time a model file")
     directory = Path(args.bundle)
     manifest = open_bundle(directory, Path(args.verify_key) if args.verify_key else None)
     settings = manifest.document["backend"].get("settings")  # as compiled (measurement ones), unless flags say
@@ -107,6 +132,21 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"\n{note}; appended to {directory / 'manifest.json'}")
     return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    """``--model FILE``: any model file, timed as trtexec and benchmark_app do (cli/benchmark_model.py)."""
+    from ofa_deploy.cli.benchmark_model import DEFAULT_RUNS, run_model
+
+    if not args.model:
+        raise BadInputError("--shape and --op-profile go with --model FILE")
+    if args.bundle:
+        raise BadInputError(f"give a bundle directory ({args.bundle}) or --model, not both")
+    bundle_only = [f for f, v in (("--lut", args.lut), ("--rounds", args.rounds), ("--instances", args.instances)) if v]
+    if bundle_only or args.verify_key or args.trust_native_code or args.allow_target_mismatch:
+        raise BadInputError(f"{(bundle_only or ['a bundle flag'])[0]} is for bundles, not --model")
+    args.runs = args.runs or DEFAULT_RUNS
+    return run_model(args)
 
 
 def _print_estimate(args: argparse.Namespace, directory: Path, backend, result: dict) -> int:

@@ -125,6 +125,7 @@ class WidthMultBound(Bound):
 THREADS = Bound(int, 1, 1024)
 ROUNDS = Bound(int, 1, 10_000)  # --rounds and --runs
 INSTANCES = Bound(int, 1, 100)
+WARMUP = Bound(int, 0, 10_000)  # benchmark --model --warmup
 INTERLEAVE = Bound(int, 1, 1024)
 SEED = Bound(int, 0, 2**32 - 1)
 POPULATION = Bound(int, 4, 100_000)

@@ -1,0 +1,147 @@
+"""``ofa-deploy benchmark --model FILE``: time any model file on a backend, as trtexec and benchmark_app do."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ofa_deploy.cli")
+
+DEFAULT_WARMUP, DEFAULT_RUNS = 10, 100
+PROFILED_RUNS = 20  # runs timed with the operator profiler on (a separate session: it slows what it watches)
+TOP_OPERATORS = 10
+BACKEND_FOR_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "tflite"}
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Open ``--model`` on the backend named (or the one its suffix suggests), time it, print the statistics."""
+    from ofa_deploy.backend.interface import AnalyticalBackend, ModelFileRunner
+    from ofa_deploy.backend.model_file import parse_shapes, time_session
+    from ofa_deploy.backend.registry import backend_class
+    from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
+    from ofa_deploy.errors import BadInputError
+    from ofa_deploy.inputs import MODEL_FILE_LIMIT, open_input
+
+    path = Path(args.model)
+    shapes = parse_shapes(args.shape)
+    if not args.backend and not args.device:
+        args.backend = BACKEND_FOR_SUFFIX.get(path.suffix.lower())
+        if args.backend is None:
+            raise BadInputError(f"{path}: give --backend (no backend is implied by the suffix '{path.suffix}')")
+    profile = resolve_profile(args)
+    name = profile.backend if profile is not None else args.backend
+    if issubclass(backend_class(name), AnalyticalBackend):
+        return _estimate(args)
+    with open_input(path, "model", MODEL_FILE_LIMIT):  # a regular, readable file: checked before any runtime
+        pass
+    with make_backend(args, profile) as backend:
+        if not isinstance(backend, ModelFileRunner):
+            runners = ", ".join(n for n, cls in _runners().items())
+            raise BadInputError(f"backend '{name}' cannot benchmark model files yet (--model runs on: {runners})")
+        if path.suffix.lower() not in backend.model_suffixes:
+            kinds = ", ".join(backend.model_suffixes)
+            raise BadInputError(f"{path}: backend '{name}' runs {kinds} files, not '{path.suffix}'")
+        if args.op_profile and not backend.operator_profiler:
+            raise BadInputError(f"backend '{name}' has no operator profiler for --op-profile")
+        runtime = backend.check()
+        warn_if_busy(backend)
+        session = backend.open_model_file(path, shapes)
+        try:
+            stats = time_session(session, args.warmup, args.runs)
+        finally:
+            session.close()
+        operators = None
+        if args.op_profile:
+            operators = _operator_profile(backend, path, shapes, args)
+    result: dict[str, Any] = {
+        "model": str(path),
+        "backend": name,
+        "device": profile.name if profile is not None and args.device else None,
+        "runtime": {"runtime": runtime["runtime"], "runtime_version": runtime["runtime_version"]},
+        "threads": backend.timing.threads,
+        "inputs": {k: list(v) for k, v in session.inputs.items()},
+        "statistics": stats.to_dict(),
+        "conditions": backend.conditions(),
+    }
+    if operators is not None:
+        result["operator_profile"] = operators
+    if stats.noisy:
+        log.warning(
+            "warning: the runs vary by %.0f%% (coefficient of variation): the machine is busy or its clocks "
+            "move; compare medians, or pin the run to an idle core",
+            100 * stats.cv,
+        )
+    _print(args, result)
+    return 0
+
+
+def _runners() -> dict[str, type]:
+    from ofa_deploy.backend.interface import ModelFileRunner
+    from ofa_deploy.backend.registry import loadable_backends
+
+    return {n: cls for n, cls in loadable_backends().items() if issubclass(cls, ModelFileRunner)}
+
+
+def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace) -> dict[str, Any]:
+    """A second session with the runtime's profiler on; its files in ``--op-profile DIR``."""
+    from ofa_deploy.backend.model_file import time_session
+    from ofa_deploy.reports.operator_profile import operator_rows, write_operator_profile
+
+    session = backend.open_model_file(path, shapes, op_profile=True)
+    try:
+        time_session(session, min(args.warmup, 3), PROFILED_RUNS)
+        ops = session.operator_times() or []
+    finally:
+        session.close()
+    title = f"{path.name} on {backend.name}, {backend.timing.threads} thread(s)"
+    paths = write_operator_profile(ops, Path(args.op_profile), title)
+    return {
+        "profiler": backend.operator_profiler,
+        "runs": PROFILED_RUNS,
+        "operators": len(ops),
+        "total_ms": sum(op.avg_ms for op in ops),
+        "top": operator_rows(ops[:TOP_OPERATORS]),
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    """A cost model times nothing: ``benchmark --model`` on it is ``estimate --model``."""
+    from ofa_deploy.cli import estimate
+
+    log.info("backend is a cost model: estimating %s instead of timing it (ofa-deploy estimate)", args.model)
+    argv = ["estimate", "--model", args.model]
+    argv += ["--device", args.device] if args.device else ["--backend", args.backend]
+    parser = argparse.ArgumentParser(prog="ofa-deploy")
+    estimate.add_parser(parser.add_subparsers())
+    routed = parser.parse_args([*argv, *(["--json"] if args.json else [])])
+    return routed.run(routed)
+
+
+def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from ofa_deploy.cli.output import format_table, print_json
+
+    if args.json:
+        print_json(result)
+        return
+    s = result["statistics"]
+    inputs = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["inputs"].items())
+    runtime = f"{result['runtime']['runtime']} {result['runtime']['runtime_version']}"
+    print(f"{result['model']} on {result['backend']} ({runtime}, {result['threads']} thread(s)); input {inputs}")
+    print(f"warm-up {s['warmup_runs']} runs, then {s['runs']} timed runs one at a time")
+    rows = [[name, f"{s[name]:.3f}"] for name in ("min", "mean", "median", "p90", "p99", "max", "std")]
+    rows += [["cv", f"{100 * s['cv']:.1f}%"], ["throughput", f"{s['throughput_per_s']:.1f} inferences/s"]]
+    print(format_table(["latency (ms)", "value"], rows))
+    profile = result.get("operator_profile")
+    if profile:
+        top = [
+            [op["name"][:48], op["node_type"], f"{op['mean_ms']:.3f}", f"{op['percent']:.1f}%"] for op in profile["top"]
+        ]
+        print(
+            f"\nslowest operators ({profile['operators']} in all, {profile['total_ms']:.3f} ms per inference "
+            f"over {profile['runs']} profiled runs, {profile['profiler']}):"
+        )
+        print(format_table(["operator", "type", "mean ms", "share"], top))
+        print(f"wrote {profile['files']['json']}, {profile['files']['plot']}")
