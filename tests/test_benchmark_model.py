@@ -61,6 +61,41 @@ def test_an_onnx_file_on_onnxruntime_with_its_operator_profile(models, tmp_path,
     assert 0 < profile["total_ms"] < 3 * doc["statistics"]["max"]
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_an_ofa_network_s_profile_is_charged_to_its_lut_operators(models, tmp_path, capsys, backend):
+    """Every profiled node of a network this toolkit wrote belongs to its stem, a block or its head
+    (by the op<index>_ names), and each is set against the LUT entry of that operator."""
+    lut = tmp_path / "zcu.json"  # the FPGA model's table: the same keys, in no time
+    assert main(["-q", "profile", "--device", "zcu102", "--resolutions", "128", "--out", str(lut)]) == 0
+    capsys.readouterr()
+    args = ["--model", str(models / "net.onnx"), "--backend", backend, *FEW, "--lut", str(lut)]
+    code, doc = run_json(capsys, *args, "--op-profile", str(tmp_path / "ops"))
+    profile = doc["operator_profile"]
+    per = profile["per_lut_operator"]
+    keys = [op.key for op in arch_ops(smallest_arch(128), 1.0)]
+    assert code == 0 and [row["key"] for row in per["operators"]] == keys and per["resolution"] == 128
+    charged = sum(row["profiled_ms"] for row in per["operators"])
+    assert charged + per["unmapped_ms"] == pytest.approx(profile["total_ms"])
+    assert per["unmapped_ms"] < 0.25 * profile["total_ms"]  # only the runtime's own layout nodes are unclaimed
+    convs = [row for row in per["operators"] if row["operator"].startswith("block")]
+    assert all(row["nodes"] >= 2 and row["profiled_ms"] > 0 for row in convs)  # each block ran as its own nodes
+    assert all(row["lut_ms"] > 0 and row["profiled_over_lut"] > 0 for row in per["operators"])
+    written = json.loads((tmp_path / "ops" / "operators.json").read_text())["per_lut_operator"]
+    assert written["operators"] == per["operators"]
+
+
+def test_op_names_and_keys():
+    from ofa_deploy.graph.op_names import charge_to_operators, describe_key, op_index
+
+    assert op_index("op12_conv_1_46_conv_nchwc") == 12 and op_index("x/op3_expand_5_conv/WithoutBiases") == 3
+    assert op_index("ReorderInput_token_92") is None and op_index("loop7_x") is None
+    keys = [op.key for op in arch_ops(smallest_arch(128), 1.0)]
+    assert describe_key(keys[1]).startswith("block k3 e1 64x64x16")
+    shares, unmapped, count = charge_to_operators(keys, [("op1_a", 1.0), ("op1_b", 0.5), ("output", 2.0), ("R", 0.1)])
+    assert shares[1].profiled_ms == 1.5 and shares[1].nodes == 2 and shares[-1].profiled_ms == 2.0
+    assert (unmapped, count) == (0.1, 1)
+
+
 def test_openvino_runs_onnx_and_ir_and_reshapes_with_shape(models, tmp_path, capsys):
     ir = str(models / "openvino" / "model.xml")
     code, doc = run_json(capsys, "--model", ir, *FEW, "--shape", "input:1x3x160x160", "--op-profile", str(tmp_path))
@@ -110,7 +145,9 @@ def test_what_cannot_run_is_one_line_and_exit_2(models, tmp_path, capsys, backen
         (["--model", str(dynamic), "--shape", "y:1x3x32x32"], "no input 'y'"),
         (["--model", str(models / "net.onnx"), "--shape", "input:1x3"], "input"),  # a shape the model rejects
         (["--model", str(tmp_path / "missing.onnx")], "no such model"),
-        (["--model", str(models / "net.onnx"), "--lut", "x.json"], "--lut is for bundles"),
+        (["--model", str(models / "net.onnx"), "--lut", "x.json"], "give --op-profile"),
+        (["--model", str(dynamic), "--lut", "x.json", "--op-profile", str(tmp_path)], "not written by ofa-deploy"),
+        (["--model", str(models / "net.onnx"), "--rounds", "3"], "--rounds is for bundles"),
         ([str(models), "--model", str(models / "net.onnx")], "not both"),
     ]
     for args, words in cases:

@@ -45,7 +45,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", help="backend to run it on (default: the one it was compiled for)")
     p.add_argument("--device", help="device profile name or YAML path")
-    p.add_argument("--lut", help="latency table to predict with (default: the prediction in the manifest)")
+    p.add_argument(
+        "--lut",
+        help="latency table to predict with (default: the prediction in the manifest); with --model --op-profile: "
+        "the table to set each operator's in-network time against",
+    )
     add_allow_target_mismatch(p, "a LUT or prediction")
     add_bounded(p, "--threads", THREADS, "inference threads (default: as compiled)")
     add_bounded(p, "--rounds", ROUNDS, "timing rounds (default: as compiled)")
@@ -142,7 +146,9 @@ def _model(args: argparse.Namespace) -> int:
         raise BadInputError("--shape and --op-profile go with --model FILE")
     if args.bundle:
         raise BadInputError(f"give a bundle directory ({args.bundle}) or --model, not both")
-    bundle_only = [f for f, v in (("--lut", args.lut), ("--rounds", args.rounds), ("--instances", args.instances)) if v]
+    if args.lut and not args.op_profile:
+        raise BadInputError("--lut with --model sets the operator profile against the table: give --op-profile DIR")
+    bundle_only = [f for f, v in (("--rounds", args.rounds), ("--instances", args.instances)) if v]
     if bundle_only or args.verify_key or args.trust_native_code or args.allow_target_mismatch:
         raise BadInputError(f"{(bundle_only or ['a bundle flag'])[0]} is for bundles, not --model")
     args.runs = args.runs or DEFAULT_RUNS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ def run_model(args: argparse.Namespace) -> int:
     from ofa_deploy.backend.registry import backend_class
     from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
     from ofa_deploy.errors import BadInputError
+    from ofa_deploy.graph.op_names import read_op_keys
     from ofa_deploy.inputs import MODEL_FILE_LIMIT, open_input
 
     path = Path(args.model)
@@ -45,13 +47,17 @@ def run_model(args: argparse.Namespace) -> int:
             raise BadInputError(f"{path}: backend '{name}' runs {kinds} files, not '{path.suffix}'")
         if args.op_profile and not backend.operator_profiler:
             raise BadInputError(f"backend '{name}' has no operator profiler for --op-profile")
+        if args.lut and not (path.suffix.lower() == ".onnx" and read_op_keys(path)):
+            raise BadInputError(f"{path} was not written by ofa-deploy: its operators cannot be set against --lut")
         runtime = backend.check()
-        warn_if_busy(backend)
         session = backend.open_model_file(path, shapes)
         try:
-            stats = time_session(session, args.warmup, args.runs)
+            session.run()  # the first inference (a warm-up run): a model that cannot run fails here, alone
+            warn_if_busy(backend)
+            stats = time_session(session, max(args.warmup - 1, 0), args.runs)
         finally:
             session.close()
+        stats = dataclasses.replace(stats, warmup_runs=max(args.warmup, 1))
         operators = None
         if args.op_profile:
             operators = _operator_profile(backend, path, shapes, args)
@@ -85,7 +91,8 @@ def _runners() -> dict[str, type]:
 
 
 def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace) -> dict[str, Any]:
-    """A second session with the runtime's profiler on; its files in ``--op-profile DIR``."""
+    """A second session with the runtime's profiler on; its files in ``--op-profile DIR``. For a network
+    this toolkit wrote, the nodes are also charged to its LUT operators (and set against ``--lut``)."""
     from ofa_deploy.backend.model_file import time_session
     from ofa_deploy.reports.operator_profile import operator_rows, write_operator_profile
 
@@ -93,17 +100,53 @@ def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace) -> 
     try:
         time_session(session, min(args.warmup, 3), PROFILED_RUNS)
         ops = session.operator_times() or []
+        height = next(iter(session.inputs.values()))[2]  # NCHW: the image resolution
     finally:
         session.close()
+    per_operator = _per_lut_operator(path, ops, height, args.lut)
     title = f"{path.name} on {backend.name}, {backend.timing.threads} thread(s)"
-    paths = write_operator_profile(ops, Path(args.op_profile), title)
+    paths = write_operator_profile(ops, Path(args.op_profile), title, per_operator)
     return {
         "profiler": backend.operator_profiler,
         "runs": PROFILED_RUNS,
         "operators": len(ops),
         "total_ms": sum(op.avg_ms for op in ops),
         "top": operator_rows(ops[:TOP_OPERATORS]),
+        "per_lut_operator": per_operator,
         "files": {k: str(v) for k, v in paths.items()},
+    }
+
+
+def _per_lut_operator(path: Path, ops, resolution: int, lut: str | None) -> dict[str, Any] | None:
+    """The profile charged to the network's LUT operators (stem, each block, head), with ``lut``'s entries."""
+    from ofa_deploy.graph.op_names import charge_to_operators, describe_key, read_op_keys
+    from ofa_deploy.latency.table import load_lut
+
+    keys = read_op_keys(path) if path.suffix.lower() == ".onnx" else None
+    if not keys:  # not one of ours (run_model refused --lut for it before timing)
+        return None
+    shares, unmapped, unmapped_nodes = charge_to_operators(keys, [(op.name, op.avg_ms) for op in ops])
+    table = load_lut(lut) if lut else None
+    rows = []
+    for share in shares:
+        entry = table.value(resolution, share.key) if table is not None and table.has(resolution, share.key) else None
+        rows.append(
+            {
+                "index": share.index,
+                "operator": describe_key(share.key),
+                "key": share.key,
+                "profiled_ms": share.profiled_ms,
+                "nodes": share.nodes,
+                "lut_ms": entry,
+                "profiled_over_lut": share.profiled_ms / entry if entry else None,
+            }
+        )
+    return {
+        "resolution": resolution,
+        "lut": lut,
+        "operators": rows,
+        "unmapped_ms": unmapped,
+        "unmapped_nodes": unmapped_nodes,
     }
 
 
@@ -144,4 +187,22 @@ def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
             f"over {profile['runs']} profiled runs, {profile['profiler']}):"
         )
         print(format_table(["operator", "type", "mean ms", "share"], top))
+        per = profile.get("per_lut_operator")
+        if per:
+            print(f"\nper LUT operator (in-network profiled time{' against ' + per['lut'] if per['lut'] else ''}):")
+            rows = [
+                [
+                    r["index"],
+                    r["operator"],
+                    f"{r['profiled_ms']:.3f}",
+                    "" if r["lut_ms"] is None else f"{r['lut_ms']:.3f}",
+                    "" if r["profiled_over_lut"] is None else f"{r['profiled_over_lut']:.2f}",
+                ]
+                for r in per["operators"]
+            ]
+            print(format_table(["#", "operator", "profiled ms", "LUT ms", "profiled/LUT"], rows))
+            print(
+                f"nodes no operator claims (layout changes and the like): {per['unmapped_nodes']}, "
+                f"{per['unmapped_ms']:.3f} ms"
+            )
         print(f"wrote {profile['files']['json']}, {profile['files']['plot']}")

@@ -79,6 +79,7 @@ class Graph:
     output_name: str
     output_shape: tuple[int, ...]
     nodes: list[Node] = field(default_factory=list)
+    op_keys: list[str] = field(default_factory=list)  # the LUT key of each operator built into it, in order
 
 
 # ---------------------------------------------------------------------- weights
@@ -151,17 +152,23 @@ def _nchw(shape_hwc: Sequence[int]) -> tuple[int, ...]:
     return (1, c, h, w)
 
 
+OP_PREFIX = "op"  # tensor names start with op<index>_ (see build_graph)
+
+
 def build_graph(ops: Sequence[OpSpec], weights: WeightSource | None = None) -> Graph:
     """Chain the operators into one graph: one op is a latency model, all ops of an arch a network."""
     weights = weights or random_weights()
-    graph = Graph("input", _nchw(ops[0].input_shape), "", ())
+    graph = Graph("input", _nchw(ops[0].input_shape), "", (), op_keys=[op.key for op in ops])
     current = graph.input_name
     counter = 0
+    index = 0
 
     def fresh(tag: str) -> str:
+        """A tensor name that says which operator it belongs to (``op3_expand_12``): runtimes name their
+        profiled nodes after these, which is how a profile is mapped back to the LUT's operators."""
         nonlocal counter
         counter += 1
-        return f"{tag}_{counter}"
+        return f"{OP_PREFIX}{index}_{tag}_{counter}"
 
     for index, op in enumerate(ops):
         w = weights(index, op)

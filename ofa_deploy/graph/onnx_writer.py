@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ofa_deploy.graph.ir import Add, Conv, GlobalAvgPool, Graph, Linear, SqueezeExcite
 from ofa_deploy.graph.onnx_module import onnx_module
+
+OP_KEYS_METADATA = "ofa_deploy.op_keys"  # model property: the LUT key of each op<index>_ tensor-name prefix
 
 OPSET = 18
 
@@ -89,6 +93,8 @@ def to_onnx(graph: Graph, name: str = "ofa_subnet"):
 
     if graph.nodes and graph.input_name == graph.output_name:
         raise ValueError("empty graph")
+    for node in nodes:  # runtimes name profiled nodes after these: the op<index>_ prefix maps them to operators
+        node.name = graph.output_name if node.output[0] == "output" else node.output[0]
     tensor = onnx.TensorProto.FLOAT
     model = helper.make_model(
         helper.make_graph(
@@ -102,6 +108,8 @@ def to_onnx(graph: Graph, name: str = "ofa_subnet"):
         producer_name="ofa-deploy",
     )
     model.ir_version = 8
+    if graph.op_keys:  # which LUT operator each op<index>_ prefix of a tensor name stands for
+        helper.set_model_props(model, {OP_KEYS_METADATA: json.dumps(graph.op_keys)})
     return model
 
 

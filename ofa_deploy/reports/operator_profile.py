@@ -23,13 +23,17 @@ def operator_rows(ops: Sequence[OperatorTiming]) -> list[dict[str, Any]]:
     return [{**asdict(op), "mean_ms": op.avg_ms} for op in ops]
 
 
-def write_operator_profile(ops: Sequence[OperatorTiming], directory: Path, title: str) -> dict[str, Path]:
-    """Write ``operators.json`` and ``operators.png`` into ``directory``; returns their paths."""
+def write_operator_profile(
+    ops: Sequence[OperatorTiming], directory: Path, title: str, per_lut_operator: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Write ``operators.json`` (with the per-LUT-operator view, when the network is one of ours) and
+    ``operators.png`` into ``directory``; returns their paths."""
     from matplotlib.figure import Figure  # object API: no global backend or pyplot state
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"json": directory / "operators.json", "plot": directory / "operators.png"}
-    atomic_write_json(paths["json"], {"title": title, "operators": operator_rows(ops)})
+    document = {"title": title, "operators": operator_rows(ops), "per_lut_operator": per_lut_operator}
+    atomic_write_json(paths["json"], document)
     shown = list(ops[:CHART_OPERATORS])[::-1]  # slowest at the top
     fig = Figure(figsize=(8.0, 0.32 * max(len(shown), 4) + 1.2))
     ax = fig.add_subplot()
