@@ -16,7 +16,6 @@ from ofa_deploy.backend.artifact import ONNX, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
 from ofa_deploy.backend.model_file import (
     ModelSession,
-    check_inputs_named,
     merge_operator_times,
     random_input,
     resolve_shape,
@@ -63,7 +62,6 @@ class _OrtModelSession(ModelSession):
         except Exception as exc:  # ORT's InvalidGraph, NotImplemented (an operator), InvalidProtobuf, Fail
             raise BadInputError(f"{path}: onnxruntime cannot run it: {one_line(exc)}") from None
         declared = self.session.get_inputs()
-        check_inputs_named(str(path), [i.name for i in declared], shapes)
         self.inputs, self.feed = {}, {}
         for item in declared:
             dtype = ORT_TYPES.get(item.type)

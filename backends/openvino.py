@@ -13,7 +13,6 @@ from ofa_deploy.backend.artifact import OPENVINO_IR, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
 from ofa_deploy.backend.model_file import (
     ModelSession,
-    check_inputs_named,
     merge_operator_times,
     random_input,
     resolve_shape,
@@ -43,7 +42,6 @@ class _OpenVinoModelSession(ModelSession):
         try:
             model = ov.Core().read_model(str(path))
             names = [port.get_any_name() for port in model.inputs]
-            check_inputs_named(str(path), names, shapes)
             self.inputs = {}
             for port, name in zip(model.inputs, names):
                 declared = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]

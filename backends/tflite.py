@@ -13,7 +13,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
-from ofa_deploy.backend.model_file import ModelSession, check_inputs_named, random_input, resolve_shape
+from ofa_deploy.backend.model_file import ModelSession, random_input, resolve_shape
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
@@ -66,8 +66,6 @@ class _TFLiteModelSession(ModelSession):
         try:
             interpreter = backend.interpreter(path.read_bytes(), allocate=False)
             details = interpreter.get_input_details()
-            names = [d["name"] for d in details]
-            check_inputs_named(str(path), names, shapes)
             self.inputs = {}
             for detail in details:
                 declared = [None if d < 0 else int(d) for d in detail.get("shape_signature", detail["shape"])]

@@ -142,7 +142,7 @@ def test_what_cannot_run_is_one_line_and_exit_2(models, tmp_path, capsys, backen
     cases = [
         (["--model", str(custom)], "FancyAttention"),  # an operator the runtime lacks
         (["--model", str(dynamic)], "--shape x:"),  # a dynamic input without a shape
-        (["--model", str(dynamic), "--shape", "y:1x3x32x32"], "no input 'y'"),
+        (["--model", str(models / "net.onnx"), "--shape", "y:1x3x32x32"], "no input 'y'"),
         (["--model", str(models / "net.onnx"), "--shape", "input:1x3"], "input"),  # a shape the model rejects
         (["--model", str(tmp_path / "missing.onnx")], "no such model"),
         (["--model", str(models / "net.onnx"), "--lut", "x.json"], "give --op-profile"),
@@ -175,3 +175,30 @@ def test_statistics_and_shapes_parse():
     for bad in ("input", "input:1x0x3", "input:axb", ":1x3"):
         with pytest.raises(BadInputError):
             parse_shapes([bad])
+
+
+def test_several_models_are_compared_in_the_same_interleaved_runs(models, tmp_path, capsys):
+    """An OFA pick (a bundle), a foreign ONNX and the same network as a file: one table, same runs."""
+    bundle = tmp_path / "bundle"
+    arch = str(models / "arch.json")
+    assert main(["-q", "compile", "--arch", arch, "--backend", "onnxruntime", "--out", str(bundle)]) == 0
+    dynamic = tmp_path / "dynamic.onnx"
+    _dynamic_model(dynamic)
+    capsys.readouterr()
+    args = ["--model", str(bundle), "--model", str(models / "net.onnx"), "--model", str(dynamic)]
+    code, doc = run_json(capsys, *args, "--shape", "x:1x3x32x32", *FEW)
+    assert code == 0 and doc["interleaved"] is True and doc["backend"] == "onnxruntime"
+    assert [m["model"] for m in doc["models"]] == [str(bundle / "model.onnx"), str(models / "net.onnx"), str(dynamic)]
+    for model in doc["models"]:
+        check_statistics(model["statistics"], 12)
+    relu, network = doc["models"][2]["statistics"], doc["models"][1]["statistics"]
+    assert relu["median"] < network["median"]  # one ReLU on 3x32x32 against a whole sub-network
+    assert main(["benchmark", *args, "--shape", "x:1x3x32x32", *FEW]) == 0
+    table = capsys.readouterr().out
+    assert "3 models on onnxruntime" in table and "vs first" in table
+    (bundle / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes() + b"tampered")
+    assert main(["benchmark", *args, "--shape", "x:1x3x32x32", *FEW]) == 2  # a bundle is verified first
+    assert (
+        main(["benchmark", "--model", str(models / "net.onnx"), "--model", str(models / "tflite" / "model.tflite")])
+        == 2
+    )

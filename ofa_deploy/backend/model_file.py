@@ -53,12 +53,6 @@ def resolve_shape(model: str, name: str, declared: Sequence[Any], given: dict[st
     return tuple(dims)  # type: ignore[arg-type]
 
 
-def check_inputs_named(model: str, names: Sequence[str], given: dict[str, tuple[int, ...]]) -> None:
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise BadInputError(f"{model} has no input '{unknown[0]}' (its inputs: {', '.join(names)})")
-
-
 def random_input(shape: Sequence[int], dtype: Any) -> np.ndarray:
     """Seeded random data of ``dtype``: normal floats, small integers, booleans."""
     rng = np.random.default_rng(0)
@@ -134,14 +128,23 @@ class RunStatistics:
 
 def time_session(session: ModelSession, warmup: int, runs: int) -> RunStatistics:
     """``warmup`` untimed runs, then ``runs`` runs timed one at a time (wall clock, ms)."""
-    for _ in range(warmup):
-        session.run()
-    times = []
+    return time_sessions([session], warmup, runs)[0]
+
+
+def time_sessions(sessions: Sequence[ModelSession], warmup: int, runs: int) -> list[RunStatistics]:
+    """Several models compared on one target: ``warmup`` untimed runs each, then ``runs`` rounds in
+    which every model runs once, timed alone (wall clock, ms). Interleaving puts a slow drift of the
+    machine (clocks, heat, another job) on every model alike instead of on whichever ran last."""
+    for session in sessions:
+        for _ in range(warmup):
+            session.run()
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(runs):
-        start = time.perf_counter()
-        session.run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return RunStatistics.of(times, warmup)
+        for session, own in zip(sessions, times):
+            start = time.perf_counter()
+            session.run()
+            own.append((time.perf_counter() - start) * 1e3)
+    return [RunStatistics.of(own, warmup) for own in times]
 
 
 def merge_operator_times(rows: Sequence[tuple[str, str, float]], runs: int) -> list[OperatorTiming]:

@@ -30,7 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--op-profile, the runtime's own per-operator profile.",
     )
     p.add_argument("bundle", nargs="?", help="bundle directory written by `ofa-deploy compile`")
-    p.add_argument("--model", metavar="FILE", help="time this model file instead of a bundle (.onnx, .xml, .tflite)")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="FILE",
+        help="time this model file (.onnx, .xml, .tflite, or a bundle directory's artifact) instead of a bundle; "
+        "several: compared on one target in the same interleaved runs",
+    )
     p.add_argument(
         "--shape",
         action="append",

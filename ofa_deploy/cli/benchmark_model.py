@@ -17,70 +17,114 @@ BACKEND_FOR_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "tf
 
 
 def run_model(args: argparse.Namespace) -> int:
-    """Open ``--model`` on the backend named (or the one its suffix suggests), time it, print the statistics."""
+    """Open every ``--model`` on the backend named (or the one the first one's suffix suggests), time
+    them (interleaved, when several), print the statistics."""
     from ofa_deploy.backend.interface import AnalyticalBackend, ModelFileRunner
-    from ofa_deploy.backend.model_file import parse_shapes, time_session
+    from ofa_deploy.backend.model_file import parse_shapes, time_sessions
     from ofa_deploy.backend.registry import backend_class
     from ofa_deploy.cli.common import make_backend, resolve_profile, warn_if_busy
     from ofa_deploy.errors import BadInputError
     from ofa_deploy.graph.op_names import read_op_keys
-    from ofa_deploy.inputs import MODEL_FILE_LIMIT, open_input
 
-    path = Path(args.model)
+    paths = [_model_file(Path(m)) for m in args.model]
     shapes = parse_shapes(args.shape)
     if not args.backend and not args.device:
-        args.backend = BACKEND_FOR_SUFFIX.get(path.suffix.lower())
+        args.backend = BACKEND_FOR_SUFFIX.get(paths[0].suffix.lower())
         if args.backend is None:
-            raise BadInputError(f"{path}: give --backend (no backend is implied by the suffix '{path.suffix}')")
+            raise BadInputError(f"{paths[0]}: give --backend (no backend is implied by the suffix '{paths[0].suffix}')")
     profile = resolve_profile(args)
     name = profile.backend if profile is not None else args.backend
     if issubclass(backend_class(name), AnalyticalBackend):
-        return _estimate(args)
-    with open_input(path, "model", MODEL_FILE_LIMIT):  # a regular, readable file: checked before any runtime
-        pass
+        if len(paths) > 1:
+            raise BadInputError(f"backend '{name}' is a cost model: estimate one --model at a time")
+        return _estimate(args, paths[0])
     with make_backend(args, profile) as backend:
         if not isinstance(backend, ModelFileRunner):
             runners = ", ".join(n for n, cls in _runners().items())
             raise BadInputError(f"backend '{name}' cannot benchmark model files yet (--model runs on: {runners})")
-        if path.suffix.lower() not in backend.model_suffixes:
-            kinds = ", ".join(backend.model_suffixes)
-            raise BadInputError(f"{path}: backend '{name}' runs {kinds} files, not '{path.suffix}'")
+        for path in paths:
+            if path.suffix.lower() not in backend.model_suffixes:
+                kinds = ", ".join(backend.model_suffixes)
+                raise BadInputError(f"{path}: backend '{name}' runs {kinds} files, not '{path.suffix}'")
+            if args.lut and not (path.suffix.lower() == ".onnx" and read_op_keys(path)):
+                raise BadInputError(f"{path} was not written by ofa-deploy: its operators cannot be set against --lut")
         if args.op_profile and not backend.operator_profiler:
             raise BadInputError(f"backend '{name}' has no operator profiler for --op-profile")
-        if args.lut and not (path.suffix.lower() == ".onnx" and read_op_keys(path)):
-            raise BadInputError(f"{path} was not written by ofa-deploy: its operators cannot be set against --lut")
         runtime = backend.check()
-        session = backend.open_model_file(path, shapes)
+        sessions = []
         try:
-            session.run()  # the first inference (a warm-up run): a model that cannot run fails here, alone
+            for path in paths:
+                sessions.append(backend.open_model_file(path, shapes))
+            _check_shapes_named(paths, sessions, shapes)
+            for session in sessions:
+                session.run()  # the first inference (a warm-up run): a model that cannot run fails here, alone
             warn_if_busy(backend)
-            stats = time_session(session, max(args.warmup - 1, 0), args.runs)
+            timed = time_sessions(sessions, max(args.warmup - 1, 0), args.runs)
         finally:
-            session.close()
-        stats = dataclasses.replace(stats, warmup_runs=max(args.warmup, 1))
-        operators = None
+            for session in sessions:
+                session.close()
+        timed = [dataclasses.replace(stats, warmup_runs=max(args.warmup, 1)) for stats in timed]
+        operators = [None] * len(paths)
         if args.op_profile:
-            operators = _operator_profile(backend, path, shapes, args)
-    result: dict[str, Any] = {
-        "model": str(path),
+            for i, path in enumerate(paths):
+                where = Path(args.op_profile) if len(paths) == 1 else Path(args.op_profile) / f"{i + 1}-{path.stem}"
+                operators[i] = _operator_profile(backend, path, shapes, args, where)
+    models = []
+    for path, session, stats, ops in zip(paths, sessions, timed, operators):
+        model: dict[str, Any] = {
+            "model": str(path),
+            "inputs": {k: list(v) for k, v in session.inputs.items()},
+            "statistics": stats.to_dict(),
+        }
+        if ops is not None:
+            model["operator_profile"] = ops
+        models.append(model)
+        if stats.noisy:
+            log.warning(
+                "warning: %s: the runs vary by %.0f%% (coefficient of variation): the machine is busy or its "
+                "clocks move; compare medians, or pin the run to an idle core",
+                path.name,
+                100 * stats.cv,
+            )
+    target = {
         "backend": name,
         "device": profile.name if profile is not None and args.device else None,
         "runtime": {"runtime": runtime["runtime"], "runtime_version": runtime["runtime_version"]},
         "threads": backend.timing.threads,
-        "inputs": {k: list(v) for k, v in session.inputs.items()},
-        "statistics": stats.to_dict(),
         "conditions": backend.conditions(),
     }
-    if operators is not None:
-        result["operator_profile"] = operators
-    if stats.noisy:
-        log.warning(
-            "warning: the runs vary by %.0f%% (coefficient of variation): the machine is busy or its clocks "
-            "move; compare medians, or pin the run to an idle core",
-            100 * stats.cv,
-        )
-    _print(args, result)
+    if len(models) == 1:
+        result = {**models[0], **target}
+        _print(args, result)
+    else:
+        result = {**target, "interleaved": True, "models": models}
+        _print_comparison(args, result)
     return 0
+
+
+def _check_shapes_named(paths: list[Path], sessions: list, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every ``--shape`` names an input of the model (of one of the models, when several are compared)."""
+    from ofa_deploy.errors import BadInputError
+
+    names = [name for session in sessions for name in session.inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown and len(paths) == 1:
+        raise BadInputError(f"{paths[0]} has no input '{unknown[0]}' (its inputs: {', '.join(names)})")
+    if unknown:
+        raise BadInputError(f"--shape {unknown[0]}: none of the models has an input of that name")
+
+
+def _model_file(path: Path) -> Path:
+    """``--model``'s file: the file itself, or for a bundle directory its (verified) artifact."""
+    from ofa_deploy.deploy.bundle import open_bundle
+    from ofa_deploy.inputs import MODEL_FILE_LIMIT, open_input
+
+    if path.is_dir():
+        manifest = open_bundle(path)  # checksums verified: a tampered bundle is refused here
+        return path / manifest.artifact.main
+    with open_input(path, "model", MODEL_FILE_LIMIT):  # a regular, readable file: checked before any runtime
+        pass
+    return path
 
 
 def _runners() -> dict[str, type]:
@@ -90,7 +134,7 @@ def _runners() -> dict[str, type]:
     return {n: cls for n, cls in loadable_backends().items() if issubclass(cls, ModelFileRunner)}
 
 
-def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace) -> dict[str, Any]:
+def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace, where: Path) -> dict[str, Any]:
     """A second session with the runtime's profiler on; its files in ``--op-profile DIR``. For a network
     this toolkit wrote, the nodes are also charged to its LUT operators (and set against ``--lut``)."""
     from ofa_deploy.backend.model_file import time_session
@@ -105,7 +149,7 @@ def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace) -> 
         session.close()
     per_operator = _per_lut_operator(path, ops, height, args.lut)
     title = f"{path.name} on {backend.name}, {backend.timing.threads} thread(s)"
-    paths = write_operator_profile(ops, Path(args.op_profile), title, per_operator)
+    paths = write_operator_profile(ops, where, title, per_operator)
     return {
         "profiler": backend.operator_profiler,
         "runs": PROFILED_RUNS,
@@ -150,12 +194,12 @@ def _per_lut_operator(path: Path, ops, resolution: int, lut: str | None) -> dict
     }
 
 
-def _estimate(args: argparse.Namespace) -> int:
+def _estimate(args: argparse.Namespace, path: Path) -> int:
     """A cost model times nothing: ``benchmark --model`` on it is ``estimate --model``."""
     from ofa_deploy.cli import estimate
 
-    log.info("backend is a cost model: estimating %s instead of timing it (ofa-deploy estimate)", args.model)
-    argv = ["estimate", "--model", args.model]
+    log.info("backend is a cost model: estimating %s instead of timing it (ofa-deploy estimate)", path)
+    argv = ["estimate", "--model", str(path)]
     argv += ["--device", args.device] if args.device else ["--backend", args.backend]
     parser = argparse.ArgumentParser(prog="ofa-deploy")
     estimate.add_parser(parser.add_subparsers())
@@ -206,3 +250,39 @@ def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 f"{per['unmapped_ms']:.3f} ms"
             )
         print(f"wrote {profile['files']['json']}, {profile['files']['plot']}")
+
+
+def _print_comparison(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Several models on one target, timed in the same interleaved runs: one row each, against the first."""
+    from ofa_deploy.cli.output import format_table, print_json
+
+    if args.json:
+        print_json(result)
+        return
+    runtime = f"{result['runtime']['runtime']} {result['runtime']['runtime_version']}"
+    first = result["models"][0]["statistics"]
+    print(
+        f"{len(result['models'])} models on {result['backend']} ({runtime}, {result['threads']} thread(s)), "
+        f"timed in the same {first['runs']} interleaved rounds after {first['warmup_runs']} warm-up runs each"
+    )
+    rows = []
+    for model in result["models"]:
+        s = model["statistics"]
+        rows.append(
+            [
+                model["model"] if len(model["model"]) <= 40 else "..." + model["model"][-37:],
+                "x".join(map(str, next(iter(model["inputs"].values())))),
+                f"{s['median']:.3f}",
+                f"{s['mean']:.3f}",
+                f"{s['p90']:.3f}",
+                f"{s['p99']:.3f}",
+                f"{100 * s['cv']:.1f}%",
+                f"{s['throughput_per_s']:.1f}",
+                f"{s['median'] / first['median']:.2f}",
+            ]
+        )
+    headers = ["model", "input", "median ms", "mean", "p90", "p99", "cv", "inferences/s", "vs first"]
+    print(format_table(headers, rows))
+    for model in result["models"]:
+        if "operator_profile" in model:
+            print(f"{model['model']}: operator profile in {model['operator_profile']['files']['json']}")
