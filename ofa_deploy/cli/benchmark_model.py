@@ -234,17 +234,16 @@ def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
         per = profile.get("per_lut_operator")
         if per:
             print(f"\nper LUT operator (in-network profiled time{' against ' + per['lut'] if per['lut'] else ''}):")
-            rows = [
-                [
-                    r["index"],
-                    r["operator"],
-                    f"{r['profiled_ms']:.3f}",
-                    "" if r["lut_ms"] is None else f"{r['lut_ms']:.3f}",
-                    "" if r["profiled_over_lut"] is None else f"{r['profiled_over_lut']:.2f}",
-                ]
-                for r in per["operators"]
-            ]
-            print(format_table(["#", "operator", "profiled ms", "LUT ms", "profiled/LUT"], rows))
+            rows = [[r["index"], r["operator"], f"{r['profiled_ms']:.3f}"] for r in per["operators"]]
+            headers = ["#", "operator", "profiled ms"]
+            if per["lut"]:
+                headers += ["LUT ms", "profiled/LUT"]
+                for row, r in zip(rows, per["operators"]):
+                    row += [
+                        "" if r["lut_ms"] is None else f"{r['lut_ms']:.3f}",
+                        "" if r["profiled_over_lut"] is None else f"{r['profiled_over_lut']:.2f}",
+                    ]
+            print(format_table(headers, rows))
             print(
                 f"nodes no operator claims (layout changes and the like): {per['unmapped_nodes']}, "
                 f"{per['unmapped_ms']:.3f} ms"
