@@ -116,14 +116,17 @@ class LatencyStats:
         return asdict(self)
 
     def table_record(self, overhead_ms: float) -> dict[str, float | None]:
-        """A latency-table entry: the official fields (count, mean, std) plus the robust estimate
-        predictions use, with the per-call overhead taken out (it is added back once per network)."""
+        """A latency-table entry: the official fields (count, mean, std), the runs' median, p90 and p99,
+        and the robust estimate predictions use, with the per-call overhead taken out (it is added back
+        once per network). The run count says how far the tail figures can be trusted."""
         return {
             "count": self.count,
             "mean": max(self.mean - overhead_ms, 0.0),
             "std": self.std,
             "median": max(self.median - overhead_ms, 0.0),
             "min": max(self.min - overhead_ms, 0.0),
+            "p90": max(self.p90 - overhead_ms, 0.0),
+            "p99": max(self.p99 - overhead_ms, 0.0),
             "estimate": max(self.estimate - overhead_ms, 0.0),
             "raw_estimate": max(self.raw_estimate - overhead_ms, 0.0),
             "reference_ms": self.reference_ms,

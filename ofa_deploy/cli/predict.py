@@ -40,8 +40,17 @@ def run(args: argparse.Namespace) -> int:
     breakdown = table.predict_breakdown(arch)
     calibrated = table.calibration is not None and not args.uncalibrated
     latency = table.predict(arch, calibrated=calibrated)
+    intervals = table.calibration.intervals if calibrated and table.calibration is not None else None
     if args.json:
-        print_json({"latency_ms": latency, "breakdown": breakdown, "calibrated": calibrated})
+        document = {"latency_ms": latency, "breakdown": breakdown, "calibrated": calibrated}
+        if intervals is not None:
+            document["interval"] = {
+                "level": intervals.level,
+                "low_ms": latency * intervals.low,
+                "high_ms": latency * intervals.high,
+                "upper_ms": {q: latency * f for q, f in intervals.upper.items()},  # run quantile -> bound
+            }
+        print_json(document)
         return 0
     rows = [(key, f"{ms:.4f}") for key, ms in breakdown.items()]
     if table.call_overhead_ms:
@@ -51,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if calibrated:
         c = table.calibration
         note = f" (calibrated: {c.slope:.4f} x sum {c.intercept:+.4f} ms)"
-    print(f"\npredicted latency: {latency:.3f} ms{note}  [{table.name}, r{arch.r}, w{table.width_mult}]")
+    shown = f"{latency:.3f} ms"
+    if intervals is not None:
+        shown += f" ({intervals.level:.0%}: {latency * intervals.low:.3f}-{latency * intervals.high:.3f})"
+    print(f"\npredicted latency: {shown}{note}  [{table.name}, r{arch.r}, w{table.width_mult}]")
+    if intervals is not None:
+        tails = ", ".join(f"p{float(q) * 100:g} <= {latency * f:.3f} ms" for q, f in intervals.upper.items())
+        print(f"run-to-run tail ({intervals.level:.0%} bounds): {tails}")
     return 0
 
 

@@ -113,6 +113,14 @@ def _validate(args: argparse.Namespace) -> int:
         f"\ncalibration: measured ≈ {c.slope:.4f} x predicted {c.intercept:+.4f} ms"
         + ("" if args.no_save else " (saved into the LUT)")
     )
+    if c.intervals is not None:
+        i = c.intervals
+        tails = ", ".join(f"p{float(q) * 100:g} <= x{f:.3f} ({i.coverage.get(q, 0):.0%})" for q, f in i.upper.items())
+        print(
+            f"{i.level:.0%} intervals (split conformal, {i.fitted_on} networks; held-out coverage in brackets): "
+            f"robust latency in [x{i.low:.3f}, x{i.high:.3f}] of the calibrated prediction "
+            f"({i.coverage.get('interval', 0):.0%}); {tails}"
+        )
     saved = f", {args.save_measurements}" if args.save_measurements else ""
     print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}{saved}")
     return 0

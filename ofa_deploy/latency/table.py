@@ -38,6 +38,7 @@ from ofa_deploy.backend.fingerprint import IDENTITY_KEYS
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.files import atomic_write_json, atomic_write_text
 from ofa_deploy.inputs import LUT_FILE_LIMIT, read_input_text
+from ofa_deploy.latency.intervals import LatencyIntervals
 from ofa_deploy.latency.metadata import OFFICIAL, TableMetadata, finite_number, shown
 from ofa_deploy.space.arch import (
     DEPTHS,
@@ -59,7 +60,7 @@ FORMAT = "ofa-deploy-lut/1"
 OFFICIAL_FILE = re.compile(r"^(\d{1,4})_lookup_table\.yaml$")
 _K_INDEX = {k: i for i, k in enumerate(KERNEL_SIZES)}
 _E_INDEX = {e: i for i, e in enumerate(EXPAND_RATIOS)}
-_LATENCY_FIELDS = ("mean", "median", "min", "estimate", "raw_estimate")  # ms, >= 0 (overhead-subtracted: 0 is fine)
+_LATENCY_FIELDS = ("mean", "median", "min", "p90", "p99", "estimate", "raw_estimate")  # ms, >= 0 (0 is fine)
 _OPTIONAL_FIELDS = ("reference_ms", "round_spread")  # null, or a finite number >= 0
 _REVALIDATE = "re-run `ofa-deploy validate` to fit it again"
 
@@ -77,18 +78,22 @@ class Calibration:
     fitted_on: int = 0
     backend: str = ""
     date: str = ""
+    intervals: LatencyIntervals | None = None  # conformal intervals and tail bounds (validate of timed networks)
 
     def apply(self, predicted: np.ndarray | float) -> np.ndarray | float:
         return self.slope * predicted + self.intercept
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "slope": self.slope,
             "intercept": self.intercept,
             "fitted_on": self.fitted_on,
             "backend": self.backend,
             "date": self.date,
         }
+        if self.intervals is not None:
+            out["intervals"] = self.intervals.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "latency table") -> Calibration:
@@ -115,6 +120,7 @@ class Calibration:
             int(fitted_on),
             str(data.get("backend", "")),
             str(data.get("date", "")),
+            LatencyIntervals.from_dict(data["intervals"], where) if data.get("intervals") is not None else None,
         )
 
 

@@ -10,6 +10,7 @@ Its files (report, CSV, scatter plot) are written by :mod:`ofa_deploy.reports.va
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from ofa_deploy.backend.interface import Backend
 from ofa_deploy.backend.progress import measuring
 from ofa_deploy.errors import BadInputError
 from ofa_deploy.graph.ir import build_graph
+from ofa_deploy.latency.intervals import QUANTILES, LatencyIntervals
 from ofa_deploy.latency.measurements import Measurement
 from ofa_deploy.latency.metadata import utc_now
 from ofa_deploy.latency.profiling import table_reference
@@ -55,6 +57,7 @@ class ValidationReport:
     raw_after: dict[str, float]
     target: dict[str, Any]  # TargetFingerprint.to_dict() of the target measured on
     target_mismatch_allowed: list[str]  # differences from the LUT's target, measured anyway (--allow-target-mismatch)
+    intervals: dict[str, Any] | None = None  # LatencyIntervals.to_dict(): conformal factors and held-out coverage
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +125,7 @@ def validate(
     predicted = table.predict_batch(ArchBatch.from_archs(archs), calibrated=False)  # fails early on a missing key
     reference = table_reference(backend, table)
     measured, raw, spread = [], [], []
+    run_quantiles: dict[float, list[float]] = {q: [] for q in QUANTILES}  # of all runs, in table units
     from tqdm import tqdm
 
     step = max(1, backend.batch_size)  # a remote device times a whole batch of networks per round trip
@@ -134,6 +138,10 @@ def validate(
                 measured.append(stats.estimate)
                 raw.append(stats.raw_estimate)
                 spread.append(stats.std)
+                if stats.measured:  # timed: its runs' distribution, normalised as the estimate is
+                    scale = stats.estimate / stats.raw_estimate if stats.raw_estimate > 0 else 1.0
+                    for q, value in ((0.5, stats.median), (0.9, stats.p90), (0.99, stats.p99)):
+                        run_quantiles[q].append(value * scale)
     measured_arr = np.asarray(measured)
     fit_mask = np.zeros(len(archs), dtype=bool)
     fit_mask[np.random.default_rng(seed + 1).permutation(len(archs))[: len(archs) // 2]] = True
@@ -141,6 +149,14 @@ def validate(
     slope, intercept = fit_calibration(predicted[fit_mask], measured_arr[fit_mask], fastest)
     calibration = Calibration(slope, intercept, fitted_on=int(fit_mask.sum()), backend=backend.name, date=utc_now())
     held = ~fit_mask
+    intervals = None
+    if len(run_quantiles[0.5]) == len(archs):  # a cost model's estimates have no run distribution
+        q = {k: np.asarray(v) for k, v in run_quantiles.items()}
+        calibrated = np.asarray(calibration.apply(predicted))
+        fit_q, held_q = {k: v[fit_mask] for k, v in q.items()}, {k: v[held] for k, v in q.items()}
+        intervals = LatencyIntervals.fit(calibrated[fit_mask], measured_arr[fit_mask], fit_q)
+        intervals = intervals.with_coverage(calibrated[held], measured_arr[held], held_q)
+        calibration = dataclasses.replace(calibration, intervals=intervals)
     report = ValidationReport(
         samples=len(archs),
         backend=backend.name,
@@ -158,6 +174,7 @@ def validate(
         raw_after=agreement(calibration.apply(predicted[held]), np.asarray(raw)[held]),
         target=here.to_dict(),
         target_mismatch_allowed=mismatch,
+        intervals=None if intervals is None else intervals.to_dict(),
     )
     return ValidationResult(
         archs, predicted, measured_arr, np.asarray(raw), np.asarray(spread), fit_mask, calibration, report

@@ -50,9 +50,15 @@ class Constraint:
         return f"{self.name} {value:.3f} {self.unit}"
 
 
-def latency_constraint(table: LatencyTable, limit_ms: float, name: str | None = None) -> Constraint:
-    """Predicted latency on ``table`` (calibrated if it is) at most ``limit_ms``; named after ``name`` or the table."""
+def latency_constraint(
+    table: LatencyTable, limit_ms: float, name: str | None = None, quantile: float | None = None
+) -> Constraint:
+    """Predicted latency on ``table`` (calibrated if it is) at most ``limit_ms``; named after ``name`` or
+    the table. With ``quantile`` (0.5, 0.9, 0.99), the bound on that quantile of the network's run
+    latencies is kept within the limit instead: the prediction times the table's conformal factor
+    (:mod:`ofa_deploy.latency.intervals`, learned by ``validate``)."""
     compiled = table.compiled()
+    factor = 1.0 if quantile is None else tail_factor(table, quantile)
 
     def minimum(resolutions: Sequence[int]) -> tuple[float, Arch]:
         # a table missing keys (an interrupted profile) has no exact minimum: name a missing key and --resume
@@ -60,9 +66,25 @@ def latency_constraint(table: LatencyTable, limit_ms: float, name: str | None = 
         value, arch = compiled.slot_table.minimum(np.asarray(resolutions))
         if table.calibration is not None:
             value = float(table.calibration.apply(value))
-        return value, arch
+        return value * factor, arch
 
-    return Constraint(f"latency[{name or table.name}]", "ms", limit_ms, table.predict_batch, minimum)
+    def evaluate(batch: ArchBatch) -> np.ndarray:
+        return table.predict_batch(batch) * factor
+
+    label = "latency" if quantile is None else f"latency p{quantile * 100:g}"
+    scored = table.predict_batch if quantile is None else evaluate
+    return Constraint(f"{label}[{name or table.name}]", "ms", limit_ms, scored, minimum)
+
+
+def tail_factor(table: LatencyTable, quantile: float) -> float:
+    """The table's bound factor on a latency quantile; BadInputError when ``validate`` has not learned it."""
+    intervals = table.calibration.intervals if table.calibration is not None else None
+    if intervals is None:
+        raise BadInputError(
+            f"{table.source} holds no latency intervals, so --quantile {quantile:g} cannot be bounded: run "
+            "`ofa-deploy validate` on it (a timed backend) first"
+        )
+    return intervals.factor(quantile)
 
 
 def metric_constraint(metric: str, limit: float, width_mult: float, resolutions: Sequence[int]) -> Constraint:
