@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -233,3 +234,24 @@ def test_kill_mid_run_then_resume(tmp_path):
                 assert v["estimate"] == kept[k]
     assert final.predict(largest_arch(136)) > 0
     assert not (tmp_path / "killed.json.lock").exists()  # the stale lock was recovered, then released
+
+
+def test_a_baseline_off_the_in_run_reference_is_reported(ort_lut, tmp_path, capsys):
+    """The reference's baseline is timed alone before profiling; when the batches ran it at another
+    speed, the table's milliseconds are not wall-clock ones, and profile says by how much."""
+    from ofa_deploy.latency.profiling import baseline_offset
+
+    table = load_lut(ort_lut)
+    in_run = [d.ms for d in table.metadata.drift if d.ms]
+    assert in_run and table.metadata.reference is not None
+    copy = tmp_path / "lut.json"
+    document = json.loads(ort_lut.read_text())
+    document["metadata"]["reference"]["baseline_ms"] = 2 * statistics.median(in_run)  # as if timed at half speed
+    copy.write_text(json.dumps(document))
+    assert baseline_offset(load_lut(copy)) == pytest.approx(0.5)
+    capsys.readouterr()
+    args = ["profile", "--backend", "onnxruntime", "--resolutions", "128,132", "--out", str(copy), "--resume", "--json"]
+    assert main([*args, *FAST]) == 0  # nothing left to measure: the summary only
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["baseline_offset"] == pytest.approx(0.5)
+    assert "this table's milliseconds are 2.00x this machine's wall-clock ones" in captured.err

@@ -69,7 +69,14 @@ def _plan(args: argparse.Namespace, device):
 
 
 def _profile(args: argparse.Namespace, device, backend) -> int:
-    from ofa_deploy.latency.profiling import DRIFT_WARNING, drift_ratio, profile, profile_metadata
+    from ofa_deploy.latency.profiling import (
+        BASELINE_WARNING,
+        DRIFT_WARNING,
+        baseline_offset,
+        drift_ratio,
+        profile,
+        profile_metadata,
+    )
 
     plan = _plan(args, device)
     resolutions, width_mult = plan.resolutions, plan.width_mult
@@ -98,11 +105,20 @@ def _profile(args: argparse.Namespace, device, backend) -> int:
         "seconds": round(elapsed, 2),
         "call_overhead_ms": table.call_overhead_ms,
         "drift_ratio": round(ratio, 4),
+        "baseline_offset": round(baseline_offset(table), 4),
     }
     if ratio > 1 + DRIFT_WARNING:
         info(
             f"warning: the reference operator's latency drifted by {100 * (ratio - 1):.0f}% during profiling "
             "(machine load or thermal throttling); consider re-profiling when the target is idle"
+        )
+    if abs(summary["baseline_offset"] - 1) > BASELINE_WARNING:
+        reference = table.metadata.reference
+        info(
+            f"warning: the reference operator ran at {summary['baseline_offset'] * reference.baseline_ms:.3f} ms "
+            f"while profiling but its baseline, timed alone first, is {reference.baseline_ms:.3f} ms: this table's "
+            f"milliseconds are {1 / summary['baseline_offset']:.2f}x this machine's wall-clock ones (consistent "
+            "among themselves and with validate; check a pick's wall-clock time with `ofa-deploy benchmark`)"
         )
     if args.json:
         print_json(summary)

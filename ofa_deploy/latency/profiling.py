@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ofa_deploy.backend.interface import Backend, TargetKind
 from ofa_deploy.backend.progress import measuring
 from ofa_deploy.backend.timing import Reference
@@ -40,6 +42,7 @@ from ofa_deploy.space.arch import check_resolutions
 from ofa_deploy.space.ops import OpSpec, resolution_ops
 
 DRIFT_WARNING = 0.15
+BASELINE_WARNING = 0.10  # |in-run reference / baseline - 1| above this: the table's ms are not wall-clock ms
 log = logging.getLogger(__name__)
 VALUE_FIELD = "estimate"
 
@@ -220,6 +223,19 @@ def _profile_locked(
         table.metadata.conditions = {"before": before, "after": backend.conditions()}
         table.save(out)
     return table
+
+
+def baseline_offset(table: LatencyTable) -> float:
+    """The reference operator's median latency while profiling over its stored baseline (1.0: the
+    table's milliseconds are this machine's). The baseline is timed alone before the first batch;
+    when the batches run it at another speed (loaded together with many models, clocks that moved),
+    every normalised entry is off from wall-clock time by this factor, though consistent with
+    itself and with ``validate`` (which normalises to the same baseline)."""
+    values = [d.ms for d in table.metadata.drift if d.ms]
+    reference = table.metadata.reference
+    if not values or reference is None or not reference.baseline_ms:
+        return 1.0
+    return float(np.median(values)) / reference.baseline_ms
 
 
 def drift_ratio(table: LatencyTable) -> float:
