@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ofa_deploy.backend.artifact import TFLITE, Artifact
-from ofa_deploy.backend.diagnosis import Finding, Verdict
+from ofa_deploy.backend.diagnosis import Finding
 from ofa_deploy.backend.interface import (
     BackendStatus,
     CliOption,
@@ -334,16 +334,11 @@ class AdbBackend(RemoteDeviceBackend, Deployer, OutputParser):
     def encode(self, graph: Graph) -> bytes:
         return to_tflite_bytes(graph)
 
-    def diagnose(self) -> list[Finding]:
-        """The runtime, then binary, adb server, and every phone (backends/adb/doctor.py)."""
+    def diagnose_target(self) -> list[Finding]:
+        """The binary, the adb server, and every phone (backends/adb/doctor.py)."""
         from ofa_deploy.backends.adb import doctor
 
-        runtime = self.runtime_finding()
-        return (
-            [runtime]
-            if runtime.verdict is Verdict.FAIL
-            else [runtime, *doctor.diagnose(self, configured_binary(self.settings.benchmark_model))]
-        )
+        return doctor.diagnose(self, configured_binary(self.settings.benchmark_model))
 
     @classmethod
     def parse_output(cls, text: str, model: str | None = None) -> ToolRun:

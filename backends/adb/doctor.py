@@ -68,8 +68,9 @@ def server_finding(serials: list[str], running: bool) -> Finding:
     return Finding("adb server", Verdict.OK, "running; not in the way of HOST:PORT serials")
 
 
-def phone_findings(backend: Any, serial: str, state: str | None) -> list[Finding]:
-    """One phone: authorized and answering, ABI, governor, online cores, and a trial benchmark run."""
+def phone_findings(backend: Any, serial: str, state: str | None, machine: int) -> list[Finding]:
+    """One phone: authorized and answering, ABI, governor, online cores, and a trial benchmark run;
+    ``machine``: the ELF machine of the benchmark_model binary (-1: not ELF), from :func:`binary_findings`."""
     label = f"phone {serial}"
     key = backend.connection().settings.key_path
     if state == "unauthorized":
@@ -85,8 +86,6 @@ def phone_findings(backend: Any, serial: str, state: str | None) -> list[Finding
     named = " ".join(filter(None, [answer.get("manufacturer"), answer.get("model")])) or "answers"
     extra = ", ".join(filter(None, [abi, f"Android {answer['android']}" if answer.get("android") else ""]))
     findings = [Finding(label, Verdict.OK, f"{named} ({extra})" if extra else named)]
-    with backend.binary_path.open("rb") as file:
-        machine = elf_machine(file.read(20))
     if abi and machine != -1 and ANDROID_ABI_MACHINES.get(abi) not in (None, machine):
         findings.append(
             Finding(
@@ -128,7 +127,7 @@ def phone_findings(backend: Any, serial: str, state: str | None) -> list[Finding
 def diagnose(backend: Any, binary_path: Path | None) -> list[Finding]:
     """Every check above for ``backend`` (an AdbBackend) as configured (its ``--serial``, else every
     listed phone), with ``binary_path`` the host's benchmark_model it is configured with."""
-    binary, _ = binary_findings(binary_path)
+    binary, machine = binary_findings(binary_path)
     listed = {d["serial"]: d["state"] for d in list_adb_devices()}
     serials = [backend.serial] if backend.serial else list(listed)
     findings = [*binary, server_finding(serials, adb_server_running())]
@@ -140,5 +139,5 @@ def diagnose(backend: Any, binary_path: Path | None) -> list[Finding]:
         return findings  # every phone check would stop at the missing binary
     for serial in serials:
         with backend.reconfigured(serial=serial) as phone:
-            findings += phone_findings(phone, serial, listed.get(serial))
+            findings += phone_findings(phone, serial, listed.get(serial), machine)
     return findings

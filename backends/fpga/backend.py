@@ -78,8 +78,7 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
     def design_variants(self) -> list[tuple[dict[str, Any], FpgaBackend]]:
         """Every DPU size with one to four cores (``estimate --sweep-dpu``), other settings as this one's."""
         designs = [{"arch": arch, "cores": cores} for arch in ARCHITECTURES for cores in (1, 2, 3, 4)]
-        base = self.settings.to_dict()
-        return [(design, FpgaBackend(self.timing, "--sweep-dpu", **{**base, **design})) for design in designs]
+        return [(design, self.reconfigured(settings_source="--sweep-dpu", **design)) for design in designs]
 
     @property
     def config(self) -> DpuConfig:
@@ -95,11 +94,10 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
     def runtime_info(self) -> dict[str, str]:
         return {"runtime": "DPUCZDX8G cost model", "runtime_version": MODEL_VERSION}
 
-    def diagnose(self) -> list[Finding]:
+    def diagnose_target(self) -> list[Finding]:
         """A model needs nothing but itself: what it is, and what it can and cannot give."""
         c = self.config
         return [
-            self.runtime_finding(),
             Finding("design", Verdict.OK, f"{c.arch} x{c.cores} @ {c.clock_mhz:g} MHz, DDR {c.ddr_gbs:g} GB/s"),
             Finding(
                 "gives",
@@ -138,8 +136,7 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
             c["engine"] == "cpu" and c["source_op"] in hard for c in report.to_dict()["layers"]
         ):
             return []
-        settings = {**self.settings.to_dict(), "hard_swish": "relu6"}
-        substitute = FpgaBackend(self.timing, "--hard-swish relu6", **settings)
+        substitute = self.reconfigured(settings_source="--hard-swish relu6", hard_swish="relu6")
         what = "hard-swish/hard-sigmoid as their ReLU6 substitutes on the DPU (changes the network: check its accuracy)"
         return [Alternative("--hard-swish relu6", what, substitute.estimate_layers(layers).latency_ms, "cpu")]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ofa_deploy.backend.artifact import Artifact, elf_machine
 from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
-from ofa_deploy.backend.diagnosis import Finding, Verdict
+from ofa_deploy.backend.diagnosis import Finding
 from ofa_deploy.backend.interface import BackendStatus, Builder, CliOption, RemoteDeviceBackend, missing_runtime
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
@@ -41,8 +41,7 @@ from ofa_deploy.backends.tvm.rpc import (
     DeviceSession,
     Endpoint,
     Loaded,
-    TrackerClient,
-    key_count,
+    registered_servers,
 )
 from ofa_deploy.errors import BadInputError, OFADeployError, TargetUnavailableError
 from ofa_deploy.files import atomic_write_bytes
@@ -172,12 +171,11 @@ class TvmBackend(RemoteDeviceBackend, Builder):
             "cuda_arch": self.spec.cuda_arch or "",
         }  # recorded in tables and bundles: not how the devices are reached today
 
-    def diagnose(self) -> list[Finding]:
-        """The runtime, the linker, and the way to the board (backends/tvm/doctor.py)."""
+    def diagnose_target(self) -> list[Finding]:
+        """The linker, and the way to the board (backends/tvm/doctor.py)."""
         from ofa_deploy.backends.tvm import doctor
 
-        runtime = self.runtime_finding()
-        return [runtime] if runtime.verdict is Verdict.FAIL else [runtime, *doctor.diagnose(self)]
+        return doctor.diagnose(self)
 
     @property
     def pool(self) -> BuildPool:
@@ -225,7 +223,9 @@ class TvmBackend(RemoteDeviceBackend, Builder):
         self._warn_cuda()
         count = 1
         if self.connection.tracker is not None:
-            count = self.settings.rpc_sessions or max(1, self._registered_servers())
+            count = self.settings.rpc_sessions or max(
+                1, registered_servers(self.connection.tracker, str(self.connection.key), self.connection.timeout_s)
+            )
         self._sessions = [None]
         self._sessions[0] = self._open_session(0)  # no device at all: one line, exit 3
         for index in range(1, count):  # more devices are welcome, not required
@@ -237,13 +237,6 @@ class TvmBackend(RemoteDeviceBackend, Builder):
                 log.warning("warning: measuring on %d device(s) instead of %d (%s)", index, count, exc)
                 break
         log.info("tvm: %d device session(s) via %s", len(self._sessions), self.connection.describe())
-
-    def _registered_servers(self) -> int:
-        tracker = TrackerClient(self.connection.tracker, self.connection.timeout_s)  # type: ignore[arg-type]
-        try:
-            return key_count(tracker.summary(self.connection.timeout_s), str(self.connection.key))
-        finally:
-            tracker.close()
 
     def _open_session(self, index: int) -> DeviceSession:
         session = DeviceSession(self.connection, self.spec.device_type, self.timing.threads, index)

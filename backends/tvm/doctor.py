@@ -12,7 +12,7 @@ from typing import Any
 
 from ofa_deploy.backend.diagnosis import Finding, Verdict, attempt
 from ofa_deploy.backends.tvm.cross import linker_command
-from ofa_deploy.backends.tvm.rpc import DeviceSession, TrackerClient, key_count
+from ofa_deploy.backends.tvm.rpc import DeviceSession, registered_servers
 
 START_SERVER = (
     "on the board: python -m tvm.exec.rpc_server --tracker {tracker} --key {key} --port 9090 --port-end 9190 "
@@ -43,14 +43,11 @@ def board_findings(backend: Any) -> list[Finding]:
         key = str(connection.key)
         start = START_SERVER.format(tracker=connection.tracker, key=key)
 
-        def servers() -> int:
-            tracker = TrackerClient(connection.tracker, min(connection.timeout_s, 5.0))  # type: ignore[arg-type]
-            try:
-                return key_count(tracker.summary(min(connection.timeout_s, 5.0)), key)
-            finally:
-                tracker.close()
-
-        count, failure = attempt("tracker", servers, f"python -m tvm.exec.rpc_tracker --port {connection.tracker.port}")
+        count, failure = attempt(
+            "tracker",
+            lambda: registered_servers(connection.tracker, key, min(connection.timeout_s, 5.0)),
+            f"python -m tvm.exec.rpc_tracker --port {connection.tracker.port}",
+        )
         if failure is not None:
             return [failure]
         if not count:

@@ -209,6 +209,15 @@ def key_count(summary: dict[str, Any], key: str) -> int:
     return sum(1 for s in summary.get("server_info", []) if str(s.get("key", "")).split(":", 1)[-1] == key)
 
 
+def registered_servers(tracker: Endpoint, key: str, timeout_s: float) -> int:
+    """Servers registered under ``key`` at ``tracker`` now (its summary, asked within ``timeout_s``)."""
+    client = TrackerClient(tracker, timeout_s)
+    try:
+        return key_count(client.summary(timeout_s), key)
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class Connection:
     """How to reach devices: a tracker and key, a direct server, or in-process (all None)."""

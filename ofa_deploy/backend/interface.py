@@ -187,10 +187,13 @@ class Backend(ABC):
         self.timing = timing or TimingOptions()
         self.settings = parse_settings(self.Settings, settings, settings_source or f"backend '{self.name}'")
 
-    def reconfigured(self, timing: TimingOptions | None = None, **settings: Any) -> Backend:
+    def reconfigured(
+        self, timing: TimingOptions | None = None, settings_source: str | None = None, **settings: Any
+    ) -> Backend:
         """A new instance of this backend with other timing and/or settings, the rest as this one's
-        (``doctor``: the same phone profile for each attached phone, a one-run trial)."""
-        return type(self)(timing or self.timing, **{**self.settings.to_dict(), **settings})
+        (``doctor``: each attached phone, a one-run trial; fpga: every DPU design, the ReLU6
+        substitute). ``settings_source`` names where the changed settings came from, for errors."""
+        return type(self)(timing or self.timing, settings_source, **{**self.settings.to_dict(), **settings})
 
     # ------------------------------------------------------------------ identity and availability
     @abstractmethod
@@ -256,18 +259,21 @@ class Backend(ABC):
 
     def diagnose(self) -> list[Finding]:
         """What ``ofa-deploy doctor`` reports for this backend as configured: one :class:`Finding` per
-        thing a first run needs, never raising. By default: the runtime imports (with its version),
-        and :meth:`check` answers (which connects, for a remote device). A backend extends the list
-        with what only it can check (see :mod:`ofa_deploy.backend.diagnosis`)."""
+        thing a first run needs, never raising: the runtime imports (with its version), then, if it
+        does, :meth:`diagnose_target`."""
         runtime = self.runtime_finding()
-        if runtime.verdict is Verdict.FAIL:
-            return [runtime]
+        return [runtime] if runtime.verdict is Verdict.FAIL else [runtime, *self.diagnose_target()]
+
+    def diagnose_target(self) -> list[Finding]:
+        """``doctor``'s checks once the runtime imports. By default, :meth:`check` answers (which
+        connects, for a remote device); a backend replaces this with what only it can check (see
+        :mod:`ofa_deploy.backend.diagnosis`)."""
         answer, failure = attempt("target", self.check)
         if failure is not None:
-            return [runtime, failure]
+            return [failure]
         assert answer is not None
         said = ", ".join(f"{key} {answer[key]}" for key in IDENTITY_KEYS if answer.get(key))
-        return [runtime, Finding("target", Verdict.OK, said or str(answer.get("target") or self.description))]
+        return [Finding("target", Verdict.OK, said or str(answer.get("target") or self.description))]
 
     # ------------------------------------------------------------------ measuring
     @abstractmethod

@@ -42,11 +42,14 @@ def run_model(args: argparse.Namespace) -> int:
         if not isinstance(backend, ModelFileRunner):
             runners = ", ".join(n for n, cls in _runners().items())
             raise BadInputError(f"backend '{name}' cannot benchmark model files yet (--model runs on: {runners})")
+        op_keys = {}  # path -> the LUT keys of a network this toolkit wrote (read once: a model can be large)
         for path in paths:
             if path.suffix.lower() not in backend.model_suffixes:
                 kinds = ", ".join(backend.model_suffixes)
                 raise BadInputError(f"{path}: backend '{name}' runs {kinds} files, not '{path.suffix}'")
-            if args.lut and not (path.suffix.lower() == ".onnx" and read_op_keys(path)):
+            if args.op_profile and path.suffix.lower() == ".onnx":
+                op_keys[path] = read_op_keys(path)
+            if args.lut and not op_keys.get(path):
                 raise BadInputError(f"{path} was not written by ofa-deploy: its operators cannot be set against --lut")
         if args.op_profile and not backend.operator_profiler:
             raise BadInputError(f"backend '{name}' has no operator profiler for --op-profile")
@@ -68,7 +71,7 @@ def run_model(args: argparse.Namespace) -> int:
         if args.op_profile:
             for i, path in enumerate(paths):
                 where = Path(args.op_profile) if len(paths) == 1 else Path(args.op_profile) / f"{i + 1}-{path.stem}"
-                operators[i] = _operator_profile(backend, path, shapes, args, where)
+                operators[i] = _operator_profile(backend, path, shapes, args, where, op_keys.get(path))
     models = []
     for path, session, stats, ops in zip(paths, sessions, timed, operators):
         model: dict[str, Any] = {
@@ -134,9 +137,11 @@ def _runners() -> dict[str, type]:
     return {n: cls for n, cls in loadable_backends().items() if issubclass(cls, ModelFileRunner)}
 
 
-def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace, where: Path) -> dict[str, Any]:
+def _operator_profile(
+    backend, path: Path, shapes, args: argparse.Namespace, where: Path, keys: list[str] | None
+) -> dict[str, Any]:
     """A second session with the runtime's profiler on; its files in ``--op-profile DIR``. For a network
-    this toolkit wrote, the nodes are also charged to its LUT operators (and set against ``--lut``)."""
+    this toolkit wrote (its LUT ``keys``), the nodes are also charged to them (and set against ``--lut``)."""
     from ofa_deploy.backend.model_file import time_session
     from ofa_deploy.reports.operator_profile import operator_rows, write_operator_profile
 
@@ -147,7 +152,7 @@ def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace, whe
         height = next(iter(session.inputs.values()))[2]  # NCHW: the image resolution
     finally:
         session.close()
-    per_operator = _per_lut_operator(path, ops, height, args.lut)
+    per_operator = _per_lut_operator(keys, ops, height, args.lut) if keys else None
     title = f"{path.name} on {backend.name}, {backend.timing.threads} thread(s)"
     paths = write_operator_profile(ops, where, title, per_operator)
     return {
@@ -161,14 +166,12 @@ def _operator_profile(backend, path: Path, shapes, args: argparse.Namespace, whe
     }
 
 
-def _per_lut_operator(path: Path, ops, resolution: int, lut: str | None) -> dict[str, Any] | None:
-    """The profile charged to the network's LUT operators (stem, each block, head), with ``lut``'s entries."""
-    from ofa_deploy.graph.op_names import charge_to_operators, describe_key, read_op_keys
+def _per_lut_operator(keys: list[str], ops, resolution: int, lut: str | None) -> dict[str, Any]:
+    """The profile charged to the network's LUT operators ``keys`` (stem, each block, head), with
+    ``lut``'s entries."""
+    from ofa_deploy.graph.op_names import charge_to_operators, describe_key
     from ofa_deploy.latency.table import load_lut
 
-    keys = read_op_keys(path) if path.suffix.lower() == ".onnx" else None
-    if not keys:  # not one of ours (run_model refused --lut for it before timing)
-        return None
     shares, unmapped, unmapped_nodes = charge_to_operators(keys, [(op.name, op.avg_ms) for op in ops])
     table = load_lut(lut) if lut else None
     rows = []

@@ -449,7 +449,7 @@ def fitted_table(
             "target": dict(target.identity) or None,
         }
         inherited.update({k: v for k, v in measured.items() if v is not None})
-        if target.identity and base is not None and inherited.get("conditions") is base.metadata.conditions:
+        if target.identity:
             inherited.pop("conditions", None)  # the base device's conditions say nothing about this one
     metadata = TableMetadata.new(
         **inherited,
