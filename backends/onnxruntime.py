@@ -20,11 +20,11 @@ from ofa_deploy.backend.model_file import (
     random_input,
     resolve_shape,
 )
+from ofa_deploy.backend.quantization import check_precision, onnx_at_precision, quantization_details
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.tool_output import OperatorTiming
 from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
-from ofa_deploy.graph.onnx_writer import to_onnx_bytes
 
 MODEL_FILE = "model.onnx"
 ORT_TYPES = {
@@ -38,17 +38,20 @@ ORT_TYPES = {
     "tensor(bool)": np.bool_,
 }
 OPTIMIZATION_LEVELS = ("all", "extended", "basic", "none")
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
 class OnnxRuntimeSettings(BackendSettings):
-    """Settings of the onnxruntime backend: the graph optimisation level."""
+    """Settings of the onnxruntime backend: the graph optimisation level and the precision."""
 
     graph_optimization: str = setting("all", "ONNX Runtime graph optimisation level: all, extended, basic, none")
+    precision: str = setting("fp32", "fp32, or int8: the QDQ model of onnxruntime.quantization (U8S8, per-channel)")
 
     def validate(self) -> None:
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(f"graph_optimization: must be one of {', '.join(OPTIMIZATION_LEVELS)}")
+        check_precision("onnxruntime", self.precision, PRECISIONS, "the CPU provider has no fp16 convolution kernels")
 
 
 class _OrtModelSession(ModelSession):
@@ -134,14 +137,16 @@ class OnnxRuntimeBackend(LocalRuntimeBackend, ModelFileRunner):
         return _OrtModelSession(self, path, shapes, op_profile)
 
     def load(self, graph: Graph) -> Callable[[], Any]:
-        session = self.session(to_onnx_bytes(graph))
+        session = self.session(onnx_at_precision(graph, self.precision, self.calibration_inputs))
         feed = {"input": np.random.default_rng(0).standard_normal(graph.input_shape, dtype=np.float32)}
         return lambda: session.run(None, feed)
 
     def compile(self, graph: Graph, directory: Path) -> Artifact:
-        (directory / MODEL_FILE).write_bytes(to_onnx_bytes(graph))
+        model = onnx_at_precision(graph, self.precision, self.calibration_inputs)
+        (directory / MODEL_FILE).write_bytes(model)
+        details = quantization_details(model) if self.precision == "int8" else {}
         return Artifact(
-            ONNX, [MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape)
+            ONNX, [MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape), details
         )
 
     def load_artifact(self, directory: Path, artifact: Artifact):

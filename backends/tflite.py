@@ -14,6 +14,7 @@ import numpy as np
 from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
 from ofa_deploy.backend.model_file import ModelSession, random_input, resolve_shape
+from ofa_deploy.backend.quantization import check_precision
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
@@ -56,6 +57,10 @@ class TFLiteSettings(BackendSettings):
     """Settings of the tflite backend: whether the XNNPACK delegate runs the models."""
 
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
+    precision: str = setting("fp32", "fp32 (the toolkit does not write int8 .tflite files yet)")
+
+    def validate(self) -> None:
+        check_precision("tflite", self.precision, ("fp32",), "the toolkit does not write int8 .tflite files yet")
 
 
 class _TFLiteModelSession(ModelSession):

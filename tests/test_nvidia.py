@@ -161,7 +161,8 @@ def test_devices_lists_the_backend_unavailable_with_the_reason(capsys):
     assert status["available"] is False
     assert "no NVIDIA driver" in status["reason"]
     assert status["extra"] == "nvidia" and status["targets"] == []
-    assert {"--engine", "--precision", "--batch-size", "--gpu", "--cuda-graphs"} <= set(status["flags"])
+    assert {"--engine", "--batch-size", "--gpu", "--cuda-graphs"} <= set(status["flags"])
+    assert "fp16" in status["settings"]["precision"]  # --precision is every verb's flag; the setting says what runs
     gpu_profiles = {p["name"]: p for p in document["profiles"] if p["backend"] == "nvidia"}
     assert set(gpu_profiles) == set(GPU_PROFILES)
     assert not any(p["available"] for p in gpu_profiles.values())

@@ -183,8 +183,9 @@ def test_search_cli_json(reference_dir, tmp_path, capsys):
     )
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc) == {"arch", "accuracy", "latency_ms", "flops_m", "seconds"}
+    assert set(doc) == {"arch", "accuracy", "latency_ms", "precision", "flops_m", "seconds"}
     assert 0 < doc["accuracy"] < 1 and doc["latency_ms"]["note10"] <= 25
+    assert doc["precision"] == {"note10": "fp32"}  # the official tables record none: float32 TFLite
     written = json.loads(out.read_text())
     assert written["accuracy"] == doc["accuracy"] and written["latency_ms"] == doc["latency_ms"]
     assert written["width_mult"] == 1.2

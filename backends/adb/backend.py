@@ -34,6 +34,7 @@ from ofa_deploy.backend.interface import (
     Target,
     require_module,
 )
+from ofa_deploy.backend.quantization import check_precision
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backend.tool_output import ToolRun
@@ -88,6 +89,7 @@ class AdbSettings(BackendSettings):
     device_dir: str = setting(DEFAULT_DEVICE_DIR, "device directory for the binary and models", LOCAL)
     taskset: str | None = setting(None, "hex CPU mask benchmark_model is pinned to, e.g. 'f0' for cores 4-7")
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
+    precision: str = setting("fp32", "fp32 (the toolkit does not write int8 .tflite files yet)")
     cooldown_s: float = setting(0.0, "seconds to sleep between timing rounds on the phone")
     min_freq_khz: int = setting(
         0, "before each batch, the pinned cores must reach this frequency under load (0: no check)"
@@ -108,6 +110,7 @@ class AdbSettings(BackendSettings):
     )
 
     def validate(self) -> None:
+        check_precision("adb", self.precision, ("fp32",), "the toolkit does not write int8 .tflite files yet")
         for name in (
             "cooldown_s",
             "min_freq_khz",

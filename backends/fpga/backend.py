@@ -17,6 +17,7 @@ from typing import Any
 from ofa_deploy.backend.artifact import COST_REPORT, Artifact
 from ofa_deploy.backend.diagnosis import Finding, Verdict
 from ofa_deploy.backend.interface import Alternative, AnalyticalBackend, CliOption, DesignSpace, LayerEstimate
+from ofa_deploy.backend.quantization import check_precision
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyEstimate, Reference
 from ofa_deploy.backends.fpga.model import (
@@ -49,7 +50,10 @@ class FpgaSettings(BackendSettings):
         "or 'relu6' (the ReLU6-based substitute, a model change that needs fine-tuning)",
     )
 
+    precision: str = setting("int8", "int8: the DPU runs int8 only")
+
     def validate(self) -> None:
+        check_precision("fpga", self.precision, ("int8",), "the DPU runs int8 only")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch: must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if not 1 <= self.cores <= 4:

@@ -40,6 +40,7 @@ from ofa_deploy.backend.interface import (
     missing_runtime,
     require_module,
 )
+from ofa_deploy.backend.quantization import check_precision
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import Reference, TimingOptions
 from ofa_deploy.backends.nvidia import conditions as nvidia_conditions
@@ -88,8 +89,7 @@ class NvidiaSettings(BackendSettings):
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: must be fp32 or fp16, got {self.precision!r}")
+        check_precision("nvidia", self.precision, PRECISIONS, "int8 (TensorRT explicit quantization) is not built yet")
         if self.engine == "ort-cuda" and self.precision == "fp16":
             raise ValueError("precision: fp16 needs engine tensorrt, ort-tensorrt or torch (ort-cuda runs fp32)")
         if not 1 <= self.batch_size <= 4096:
@@ -170,7 +170,6 @@ class NvidiaBackend(LocalRuntimeBackend):
         CliOption(
             "--engine", "engine", "GPU engine: tensorrt, ort-tensorrt, ort-cuda, torch or auto", metavar="ENGINE"
         ),
-        CliOption("--precision", "precision", "fp32 or fp16", metavar="fp32|fp16"),
         CliOption("--batch-size", "batch_size", "images per inference call (OFA's GPU tables: 64)", int, "N"),
         CliOption("--gpu", "device_index", "CUDA device index", int, metavar="INDEX"),
         CliOption("--cuda-graphs", "cuda_graphs", "replay runs as CUDA graphs: yes or no", _yes_no, "yes|no"),

@@ -30,6 +30,7 @@ from ofa_deploy.backend.artifact import Artifact, elf_machine
 from ofa_deploy.backend.build_cache import BuildCache, user_cache_dir
 from ofa_deploy.backend.diagnosis import Finding
 from ofa_deploy.backend.interface import BackendStatus, Builder, CliOption, RemoteDeviceBackend, missing_runtime
+from ofa_deploy.backend.quantization import check_precision
 from ofa_deploy.backend.settings import LOCAL, BackendSettings, setting
 from ofa_deploy.backend.timing import LatencyStats, Reference, TimingOptions
 from ofa_deploy.backends.tvm.build import BuildPool, BuildSpec, cuda_architectures, parse_target
@@ -73,8 +74,10 @@ class TvmSettings(BackendSettings):
     build_cache: str = setting("", "built libraries kept between runs ('off': none; default: the user cache)", LOCAL)
     batch_size: int = setting(16, "operators or networks per batch (and per table save)")
     min_repeat_ms: int = setting(0, "time_evaluator min_repeat_ms: repeat runs until a timing lasts this long")
+    precision: str = setting("fp32", "fp32 (int8: Relax's ONNX frontend would need the QDQ operators)")
 
     def validate(self) -> None:
+        check_precision("tvm", self.precision, ("fp32",), "the toolkit builds float32 libraries only")
         if self.rpc_tracker and not self.rpc_key:
             raise ValueError("rpc_key: --rpc-tracker needs --rpc-key KEY")
         if self.rpc_key and not self.rpc_tracker:

@@ -93,6 +93,8 @@ class TargetFingerprint:
             parts.append(f"{self.runtime} {self.runtime_version or ''}".strip())
         if self.threads is not None:
             parts.append(f"{self.threads} thread(s)")
+        if self.precision:
+            parts.append(self.precision)
         return ", ".join(p for p in parts if p) or "an unnamed target"
 
 

@@ -169,6 +169,14 @@ class Backend(ABC):
     # Set by a caller with a progress bar: called as (done, total) while one measure call times many
     # models together (a host runtime's interleaved rounds); None: nobody is watching.
     on_progress: Callable[[int, int], None] | None = None
+    # Set by ``compile`` before :meth:`compile` on an int8 target: the inputs (in the graph's input shape)
+    # the network is quantized with. None: a few random inputs (all a latency measurement needs).
+    calibration_inputs: list[np.ndarray] | None = None
+
+    @property
+    def precision(self) -> str:
+        """The numeric precision this target runs (its ``precision`` setting; fp32 without one)."""
+        return str(getattr(self.settings, "precision", "fp32"))
 
     @property
     def target_id(self) -> str | None:

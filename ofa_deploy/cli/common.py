@@ -13,6 +13,7 @@ from typing import Any
 from ofa_deploy.backend.host import busy_warning
 from ofa_deploy.backend.interface import Backend, CliOption
 from ofa_deploy.backend.profiles import DeviceProfile, default_profile_for, load_profile
+from ofa_deploy.backend.quantization import PRECISIONS
 from ofa_deploy.backend.registry import backend_class, create_backend, loadable_backends
 from ofa_deploy.backend.timing import TimingOptions
 from ofa_deploy.errors import BadInputError
@@ -224,8 +225,19 @@ def add_target_args(p: argparse.ArgumentParser, backend_required: bool = False) 
     """``--backend``, ``--device``, the timing flags and every backend's flags: how a verb names its target."""
     p.add_argument("--backend", required=backend_required, help="backend name (see `ofa-deploy devices`)")
     p.add_argument("--device", help="device profile name or YAML path (sets backend, timing and settings)")
+    add_precision_arg(p)
     add_timing_args(p)
     add_backend_flags(p)
+
+
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """``--precision``: the numeric precision the target runs (a setting of every built-in backend)."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="numeric precision the target runs (default: the device profile's, else fp32; int8 models are "
+        "quantized after training, see docs/int8.md; which backend runs which: `ofa-deploy devices --json`)",
+    )
 
 
 def add_timing_args(p: argparse.ArgumentParser, instances_default: str = "the profile's") -> None:
@@ -261,6 +273,12 @@ def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any
             value = value[0]
         given[mine[0].setting] = value
         flags.append(flag)
+    precision = getattr(args, "precision", None)
+    if precision is not None:
+        if "precision" not in backend_class(backend).Settings.describe():
+            raise BadInputError(f"--precision {precision}: backend '{backend}' has no precision setting")
+        given["precision"] = precision
+        flags.append("--precision")
     return given, flags
 
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     shown = f"{latency:.3f} ms"
     if intervals is not None:
         shown += f" ({intervals.level:.0%}: {latency * intervals.low:.3f}-{latency * intervals.high:.3f})"
-    print(f"\npredicted latency: {shown}{note}  [{table.name}, r{arch.r}, w{table.width_mult}]")
+    print(f"\npredicted latency: {shown}{note}  [{table.name}, {table.precision}, r{arch.r}, w{table.width_mult}]")
     if intervals is not None:
         tails = ", ".join(f"p{float(q) * 100:g} <= {latency * f:.3f} ms" for q, f in intervals.upper.items())
         print(f"run-to-run tail ({intervals.level:.0%} bounds): {tails}")
@@ -93,5 +93,5 @@ def _run_batch(args: argparse.Namespace, table) -> int:
     rows = [(i + 1, a.r, f"{ms:.3f}", str(a)) for i, (a, ms) in enumerate(zip(batch.to_archs(), latencies))]
     print(format_table(["line", "r", "ms", "arch"], rows))
     note = " (calibrated)" if calibrated else ""
-    print(f"\n{len(batch)} sub-networks predicted{note} [{table.name}, w{table.width_mult}]")
+    print(f"\n{len(batch)} sub-networks predicted{note} [{table.name}, {table.precision}, w{table.width_mult}]")
     return 0

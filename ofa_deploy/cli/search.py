@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         info("note: no --accuracy-predictor: maximised FLOPs as a PROXY for accuracy (accuracy is reported as null)")
     batch = ArchBatch.from_archs([arch])
     latency_ms = {n: float(t.predict_batch(batch)[0]) for n, t in zip(names, tables)}
+    precision = {n: t.precision for n, t in zip(names, tables)}  # each table's own: what its target runs
     stats = arch_stats(arch, width_mult)
     accuracy = score if objective.is_accuracy else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         width_mult=width_mult,
         accuracy=accuracy,
         latency_ms=latency_ms,
+        precision=precision,
         flops_m=stats.flops_m,
         params_m=stats.params / 1e6,
         memory_mb=stats.peak_memory_bytes / 2**20,
@@ -131,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "arch": arch.to_dict(),
         "accuracy": accuracy,
         "latency_ms": latency_ms,
+        "precision": precision,
         "flops_m": stats.flops_m,
         "seconds": seconds,
     }
@@ -144,12 +147,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    rows = [(n, f"{latency_ms[n]:.3f}", f"{limit:g}") for n, limit in zip(names, args.latency_ms)]
-    headers = ["latency table", "predicted ms", "limit ms"]
+    rows = [(n, precision[n], f"{latency_ms[n]:.3f}", f"{limit:g}") for n, limit in zip(names, args.latency_ms)]
+    headers = ["latency table", "precision", "predicted ms", "limit ms"]
     if args.quantile is not None:
         q = doc["quantile"]
-        headers.insert(2, f"p{args.quantile * 100:g} bound ms")
-        rows = [(n, predicted, f"{q['bound_ms'][n]:.3f}", limit) for n, predicted, limit in rows]
+        headers.insert(3, f"p{args.quantile * 100:g} bound ms")
+        rows = [(n, p, predicted, f"{q['bound_ms'][n]:.3f}", limit) for n, p, predicted, limit in rows]
     print(format_table(headers, rows))
     acc_text = f"{accuracy:.2%} predicted top-1" if accuracy is not None else f"{stats.flops_m:.1f} MFLOPs (proxy)"
     print(

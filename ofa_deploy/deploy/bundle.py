@@ -24,6 +24,13 @@ import torch
 from ofa_deploy.backend.artifact import Artifact
 from ofa_deploy.backend.fingerprint import check_same_target, fingerprint_of_backend, fingerprint_of_identity
 from ofa_deploy.backend.interface import Backend
+from ofa_deploy.backend.quantization import (
+    MIN_MEAN_COSINE,
+    MIN_TOP1_AGREEMENT,
+    RANDOM,
+    CalibrationData,
+    compare_to_float,
+)
 from ofa_deploy.backend.timing import Measurement
 from ofa_deploy.deploy.integrity import (
     DIGEST_FIELD,
@@ -103,6 +110,30 @@ def _verify(backend: Backend, directory: Path, artifact: Artifact, net: torch.nn
     }
 
 
+def _verify_int8(
+    backend: Backend, directory: Path, artifact: Artifact, subnet: _Subnet, inputs: list[np.ndarray]
+) -> dict:
+    """An int8 artifact against the float network on the calibration inputs: top-1 agreement and the
+    cosine similarity of the logits (see :func:`ofa_deploy.backend.quantization.compare_to_float`).
+    With random weights the figures are recorded but not held to the thresholds: an untrained
+    network's logits barely depend on its input, so its top-1 class is a near-tie either way."""
+    net = subnet.net
+    run = backend.load_artifact(directory, artifact)
+    if run is None:
+        return {"against": None, "passed": None, "skipped": f"backend '{backend.name}' does not return outputs"}
+    expected, got = [], []
+    for x in inputs:
+        with torch.no_grad():
+            expected.append(net(torch.from_numpy(x)).numpy())
+        fed = x.transpose(0, 2, 3, 1).copy() if artifact.layout == "NHWC" else x
+        got.append(np.asarray(run(fed)).reshape(expected[-1].shape))
+    result = {"precision": "int8", **compare_to_float(expected, got)}
+    if subnet.weights == "random":
+        result["skipped"] = "random weights: agreement with float32 says nothing about a trained network's"
+        result["passed"] = None
+    return result
+
+
 def _prediction(table: LatencyTable, arch: Arch, width_mult: float) -> dict[str, Any]:
     """What a manifest records about a predicted latency: both figures and the table's identity."""
     return {
@@ -125,11 +156,16 @@ def compile_bundle(
     sign_key: Path | None = None,
     device: str | None = None,
     allow_target_mismatch: bool = False,
+    calibration: CalibrationData | None = None,
 ) -> CompileResult:
     """Build the bundle beside ``out`` and put it in place when complete (see
     :func:`ofa_deploy.files.atomic_directory`): an interrupted compile leaves the old bundle or none.
     ``device``: the device profile the backend was configured from (recorded). A ``table`` from
-    another target is refused before any work unless ``allow_target_mismatch`` (then recorded)."""
+    another target is refused before any work unless ``allow_target_mismatch`` (then recorded).
+    ``calibration``: the data an int8 target's network is quantized with and checked on (default: random
+    inputs, which the manifest says); refused for another precision."""
+    if calibration is not None and backend.precision != "int8":
+        raise BadInputError(f"--calibration-data is for --precision int8; this target runs {backend.precision}")
     runtime = backend.check()
     mismatch = []
     if table is not None:
@@ -151,13 +187,21 @@ def compile_bundle(
     graph = build_graph(arch_ops(arch, w), torch_weights(net))
     with atomic_directory(out, force=force) as build:
         subnet = _Subnet(arch, w, net, weights, supernet_path, calibrated)
-        manifest = _build(build, backend, runtime, graph, subnet, table, device)
+        manifest = _build(build, backend, runtime, graph, subnet, table, device, calibration or RANDOM)
         if mismatch:  # noted beside the prediction it concerns, then the digest is recomputed
             manifest["predicted_latency"]["target_mismatch_allowed"] = mismatch
             write_manifest(build, manifest)
         if sign_key is not None:
             atomic_write_json(build / SIGNATURE_FILE, signature_document(manifest, sign_key), indent=2)
     verification = manifest["verification"]
+    if verification["passed"] is False and verification.get("precision") == "int8":
+        raise OFADeployError(
+            f"{out}: quantization broke the network: top-1 agreement with float32 "
+            f"{verification['top1_agreement']:.0%} (at least {MIN_TOP1_AGREEMENT:.0%} needed), mean logit cosine "
+            f"{verification['mean_cosine']:.4f} (at least {MIN_MEAN_COSINE}) on {verification['inputs']} "
+            "calibration inputs; the bundle is kept for inspection but should not be shipped (try other "
+            "--calibration-data)"
+        )
     if verification["passed"] is False:
         raise OFADeployError(
             f"{out}: the compiled artifact differs from torch by {verification['max_abs_diff']:.2e} on logits up "
@@ -187,10 +231,23 @@ def _build(
     subnet: _Subnet,
     table: LatencyTable | None,
     device: str | None,
+    calibration: CalibrationData,
 ) -> dict:
     """Write the artifact, arch.json and manifest.json into ``out`` (the temporary build directory)."""
     arch, w = subnet.arch, subnet.width_mult
-    artifact = backend.compile(graph, out)
+    inputs = calibration.inputs(graph.input_shape) if backend.precision == "int8" else None
+    backend.calibration_inputs = inputs
+    try:
+        artifact = backend.compile(graph, out)
+    finally:
+        backend.calibration_inputs = None
+    if inputs is not None and "quantization" in artifact.details:
+        artifact.details["quantization"]["calibration"] = calibration.record(len(inputs))
+    verification = (
+        _verify_int8(backend, out, artifact, subnet, inputs)
+        if inputs is not None
+        else _verify(backend, out, artifact, subnet.net, arch.r)
+    )
     (out / "arch.json").write_text(json.dumps({**arch.to_dict(), "width_mult": w}, indent=2) + "\n")
     files = [*artifact.files, "arch.json"]
     manifest = Manifest.create(
@@ -203,7 +260,7 @@ def _build(
         runtime=runtime,
         artifact=artifact,
         checksums={name: sha256(out / name) for name in files},
-        verification=_verify(backend, out, artifact, subnet.net, arch.r),
+        verification=verification,
         weights=subnet.weights,
         supernet=(
             {"path": str(subnet.supernet_path), "sha256": sha256(Path(subnet.supernet_path))}
@@ -310,6 +367,7 @@ def benchmark_bundle(
         "device": device,
         "runtime": {"runtime": runtime["runtime"], "runtime_version": runtime["runtime_version"]},
         "threads": backend.timing.threads,
+        "precision": backend.precision,
         **stats.summary(),
         "normalised_by_reference": reference is not None,
         "predicted_ms": None if predicted is None else predicted["ms"],

@@ -93,6 +93,13 @@ def _compatible(existing: LatencyTable, metadata: TableMetadata, path: Path) -> 
                 f"{path}: cannot resume: the table was measured with {field}={old!r}, this run has {new!r} "
                 "(use another --out, or the same settings)"
             )
+    old_settings, new_settings = existing.metadata.settings, metadata.settings
+    for name in sorted(set(old_settings) & set(new_settings)):  # e.g. precision: one table, one precision
+        if old_settings[name] != new_settings[name]:
+            raise BadInputError(
+                f"{path}: cannot resume: the table was measured with {name}={old_settings[name]!r}, this run has "
+                f"{new_settings[name]!r} (use another --out, or the same settings)"
+            )
 
 
 def profile_metadata(backend: Backend, device: str) -> TableMetadata:

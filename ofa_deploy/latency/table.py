@@ -173,6 +173,12 @@ class LatencyTable:
     def has(self, r: int, key: str) -> bool:
         return key in self.tables.get(r, {})
 
+    @property
+    def precision(self) -> str:
+        """The precision the table was measured at (its ``precision`` setting; fp32 where none is recorded:
+        every table before precisions were recorded, and the official ones, is float32)."""
+        return str(self.metadata.settings.get("precision") or "fp32")
+
     def identity(self) -> dict[str, Any]:
         """What a manifest records about the table a prediction came from."""
         keys = ("device", "backend", "runtime", "runtime_version", "threads", "date", "toolkit_version")

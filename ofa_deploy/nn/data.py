@@ -1,4 +1,5 @@
-"""Images for BN re-calibration: an ImageFolder-layout directory read with Pillow (no torchvision).
+"""Images for BN re-calibration and INT8 calibration: an ImageFolder-layout directory read with Pillow (no
+torchvision), and scikit-learn's ``digits`` toy set.
 
 Preprocessing is the OFA evaluation transform: resize the short side to ``ceil(r / 0.875)``,
 centre-crop ``r x r``, scale to 0..1 and normalise with the ImageNet mean and std. The same
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ofa_deploy.errors import BadInputError
 
@@ -76,3 +78,29 @@ def image_batches(
     for start in range(0, len(chosen), batch_size):
         batch = [load_image(p, resolution) for p in chosen[start : start + batch_size]]
         yield torch.from_numpy(np.stack(batch))
+
+
+def digits_images(seed: int = 0, held_out: float = 0.2) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's handwritten digits (1,797 8x8 grey images, 10 classes), normalised to zero mean and
+    unit variance, split once (``seed``) into ``{"train": (images, labels), "held_out": (...)}``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)
+    images = (images - images.mean()) / images.std()
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
+    n_held = round(len(labels) * held_out)
+    return {
+        "held_out": (images[order[:n_held]], labels[order[:n_held]]),
+        "train": (images[order[n_held:]], labels[order[n_held:]]),
+    }
+
+
+def render_grey(images: torch.Tensor, size: int, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, h, w) grey images as (N, 3, size, size): bilinear resize, or an affine warp ``theta`` (N, 2, 3)."""
+    x = images[:, None].expand(-1, 3, -1, -1)
+    if theta is None:
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ofa_deploy.errors import BadInputError
-from ofa_deploy.nn.data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_image
+from ofa_deploy.nn.data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, digits_images, load_image, render_grey
 
 BatchPlan = tuple[Sequence[int], int, int]  # (indices, resolution r, augmentation seed)
 
@@ -73,29 +72,13 @@ class DigitsData(TrainingData):
     pixels_per_r = DIGITS_PIXELS_PER_R
 
     def __init__(self, seed: int = 0) -> None:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)
-        images = (images - images.mean()) / images.std()
-        labels = torch.from_numpy(bunch.target.astype(np.int64))
-        order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))  # fixed split, not --seed
-        n_held = round(len(labels) * DIGITS_HELD_OUT)
-        self._splits = {
-            "held_out": (images[order[:n_held]], labels[order[:n_held]]),
-            "train": (images[order[n_held:]], labels[order[n_held:]]),
-        }
+        self._splits = digits_images(seed, DIGITS_HELD_OUT)  # a fixed split, not --seed
 
     def train_size(self) -> int:
         return len(self._splits["train"][1])
 
     def _render(self, images: torch.Tensor, resolution: int, theta: torch.Tensor | None = None) -> torch.Tensor:
-        size = self.pixels(resolution)
-        x = images[:, None].expand(-1, 3, -1, -1)
-        if theta is None:
-            return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return render_grey(images, self.pixels(resolution), theta)
 
     def train_batch(self, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor]:
         indices, resolution, seed = plan
