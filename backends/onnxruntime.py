@@ -145,9 +145,7 @@ class OnnxRuntimeBackend(LocalRuntimeBackend, ModelFileRunner):
         model = onnx_at_precision(graph, self.precision, self.calibration_inputs)
         (directory / MODEL_FILE).write_bytes(model)
         details = quantization_details(model) if self.precision == "int8" else {}
-        return Artifact(
-            ONNX, [MODEL_FILE], "input", list(graph.input_shape), "NCHW", "output", list(graph.output_shape), details
-        )
+        return Artifact.of_graph(ONNX, [MODEL_FILE], graph, details)
 
     def load_artifact(self, directory: Path, artifact: Artifact):
         session = self.session(str(directory / artifact.main))

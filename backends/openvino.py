@@ -136,16 +136,7 @@ class OpenVinoBackend(LocalRuntimeBackend, ModelFileRunner):
         if self.precision == "int8":
             details = quantization_details(onnx_model)
             details["quantization"]["openvino_runtime_precisions"] = self.runtime_precisions(model)
-        return Artifact(
-            OPENVINO_IR,
-            list(MODEL_FILES),
-            "input",
-            list(graph.input_shape),
-            "NCHW",
-            "output",
-            list(graph.output_shape),
-            details,
-        )
+        return Artifact.of_graph(OPENVINO_IR, MODEL_FILES, graph, details)
 
     def runtime_precisions(self, model) -> dict[str, dict[str, int]]:
         """Per layer type of the compiled model (the plugin's own graph), how many layers run in which

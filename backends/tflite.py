@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +14,51 @@ import numpy as np
 from ofa_deploy.backend.artifact import TFLITE, Artifact
 from ofa_deploy.backend.interface import LocalRuntimeBackend, ModelFileRunner, require_module
 from ofa_deploy.backend.model_file import ModelSession, random_input, resolve_shape
-from ofa_deploy.backend.quantization import check_precision
+from ofa_deploy.backend.quantization import OPERATOR_CALIBRATION_INPUTS, RANDOM, check_precision
 from ofa_deploy.backend.settings import BackendSettings, setting
 from ofa_deploy.errors import BadInputError, one_line
 from ofa_deploy.graph.ir import Graph
+from ofa_deploy.graph.tflite_quantize import int8_tflite, tensor_types
 from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 
 MODEL_FILE = "model.tflite"
+PRECISIONS = ("fp32", "int8")
 NO_PROFILER = (
     "the LiteRT Python interpreter has no operator profiler (on a phone, benchmark_model "
     "--enable_op_profiling=true has one)"
 )
 
 
-def tflite_artifact(graph: Graph, directory: Path) -> Artifact:
+INT8_QUANTIZATION = {
+    "tool": "ofa-deploy TFLite writer (ofa_deploy/graph/tflite_quantize.py)",
+    "format": "full-integer int8, float input and output (QUANTIZE/DEQUANTIZE)",
+    "weights": "int8, symmetric, per output channel (fully connected: per tensor)",
+    "activations": "int8, asymmetric, per tensor",
+    "calibration_method": "MinMax",
+}
+
+
+def tflite_model(graph: Graph, precision: str, calibration: Sequence[np.ndarray] | None = None) -> bytes:
+    """``graph`` as a ``.tflite``: float32, or full-integer int8 calibrated on ``calibration`` (None: a few
+    random inputs, which is all a latency measurement needs); shared with the adb backend."""
+    if precision != "int8":
+        return to_tflite_bytes(graph)
+    if calibration is None:
+        calibration = RANDOM.inputs(graph.input_shape, OPERATOR_CALIBRATION_INPUTS)
+    return int8_tflite(graph, calibration)
+
+
+def tflite_artifact(
+    graph: Graph, directory: Path, precision: str = "fp32", calibration: Sequence[np.ndarray] | None = None
+) -> Artifact:
     """Write ``model.tflite`` (NHWC input) for ``graph``; shared with the adb backend."""
-    (directory / MODEL_FILE).write_bytes(to_tflite_bytes(graph))
+    model = tflite_model(graph, precision, calibration)
+    (directory / MODEL_FILE).write_bytes(model)
     n, c, h, w = graph.input_shape
-    return Artifact(TFLITE, [MODEL_FILE], "input", [n, h, w, c], "NHWC", "output", list(graph.output_shape))
+    details = (
+        {"quantization": {**INT8_QUANTIZATION, "tensor_types": tensor_types(model)}} if precision == "int8" else {}
+    )
+    return Artifact(TFLITE, [MODEL_FILE], "input", [n, h, w, c], "NHWC", "output", list(graph.output_shape), details)
 
 
 @contextmanager
@@ -57,10 +84,10 @@ class TFLiteSettings(BackendSettings):
     """Settings of the tflite backend: whether the XNNPACK delegate runs the models."""
 
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
-    precision: str = setting("fp32", "fp32 (the toolkit does not write int8 .tflite files yet)")
+    precision: str = setting("fp32", "fp32, or int8: full-integer .tflite (XNNPACK runs it, but for hard-swish)")
 
     def validate(self) -> None:
-        check_precision("tflite", self.precision, ("fp32",), "the toolkit does not write int8 .tflite files yet")
+        check_precision("tflite", self.precision, PRECISIONS, "LiteRT's fp16 runs through the GPU delegate")
 
 
 class _TFLiteModelSession(ModelSession):
@@ -136,14 +163,14 @@ class TFLiteBackend(LocalRuntimeBackend, ModelFileRunner):
         return _TFLiteModelSession(self, path, shapes)
 
     def load(self, graph: Graph) -> Callable[[], Any]:
-        interpreter = self.interpreter(to_tflite_bytes(graph))
+        interpreter = self.interpreter(tflite_model(graph, self.precision, self.calibration_inputs))
         detail = interpreter.get_input_details()[0]
         x = np.random.default_rng(0).standard_normal(tuple(detail["shape"]), dtype=np.float32)
         interpreter.set_tensor(detail["index"], x)
         return interpreter.invoke
 
     def compile(self, graph: Graph, directory: Path) -> Artifact:
-        return tflite_artifact(graph, directory)
+        return tflite_artifact(graph, directory, self.precision, self.calibration_inputs)
 
     def load_artifact(self, directory: Path, artifact: Artifact):
         interpreter = self.interpreter((directory / artifact.main).read_bytes())

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fidelity.py                       # the acceptance table (quiet machine)
     python benchmarks/bench_fidelity.py --samples 40 --backends onnxruntime,tflite --rounds 4   # quick look
+    python benchmarks/bench_fidelity.py --backends onnxruntime,openvino --precision int8        # int8 tables
 
 For each backend (onnxruntime, openvino, tflite and the adb backend on the loopback ADB device):
 profile a LUT at 5 resolutions (or reuse benchmarks/out/<backend>-5res.json), measure --samples
@@ -56,11 +57,11 @@ def meets_targets(metrics: dict) -> bool:
 
 
 @contextmanager
-def open_backend(name: str, rounds: int | None):
+def open_backend(name: str, rounds: int | None, precision: str = "fp32"):
     """The backend, with the loopback ADB device started (and stopped) for ``adb-loopback``."""
     if name != ADB:
         device = default_profile_for(name)
-        with device.create_backend(rounds=rounds) as backend:
+        with device.create_backend({"precision": precision}, "bench_fidelity --precision", rounds=rounds) as backend:
             yield backend, device.name, device.width_mult
         return
     from tests.adb_device import FakeAdbDevice
@@ -105,12 +106,13 @@ def profiled_lut(backend, device_name: str, width: float, path: Path, reuse: boo
 
 def one_backend(name: str, args: argparse.Namespace) -> tuple[dict, list[FidelitySeries]]:
     start = time.time()
-    with open_backend(name, args.rounds) as (backend, device_name, width):
-        table = profiled_lut(backend, device_name, width, OUT / f"{name}-5res.json", args.reuse_luts)
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    with open_backend(name, args.rounds, args.precision) as (backend, device_name, width):
+        table = profiled_lut(backend, device_name, width, OUT / f"{name}{suffix}-5res.json", args.reuse_luts)
         profiled_s = time.time() - start
         result = validate(table, backend, args.samples, seed=args.seed, progress=True)
         again = remeasure_held_out(backend, table, result) if args.repeat else None
-    write_measurements(OUT / f"fidelity-{name}.jsonl", measurements_of(result))
+    write_measurements(OUT / f"fidelity-{name}{suffix}.jsonl", measurements_of(result))
     fit_half = [m for m, used in zip(measurements_of(result), result.fit_mask) if used]
     held = ~result.fit_mask
     held_batch = ArchBatch.from_archs([a for a, h in zip(result.archs, held) if h])
@@ -144,7 +146,11 @@ def main() -> int:
         "--no-repeat", dest="repeat", action="store_false", help="skip measuring the held-out half a second time"
     )
     parser.add_argument("--reuse-luts", action="store_true", help="reuse benchmarks/out/<backend>-5res.json if there")
+    parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "int8"), help="int8: onnxruntime and openvino (docs/int8.md)"
+    )
     args = parser.parse_args()
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
     OUT.mkdir(exist_ok=True)
     rows, series = [], []
     for name in [b for b in args.backends.split(",") if b]:
@@ -152,10 +158,13 @@ def main() -> int:
         rows.append(row)
         series += panels
         print(f"{name}: done in {row['profile_and_measure_s']} s", file=sys.stderr)
-    (OUT / "fidelity.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
-    plot_fidelity(series, OUT / "fidelity.png", title=f"held-out sub-networks, r in {list(RESOLUTIONS)}")
+    doc = {"machine": machine(), "args": vars(args), "rows": rows}
+    (OUT / f"fidelity{suffix}.json").write_text(json.dumps(doc, indent=1))
+    title = f"held-out sub-networks, {args.precision}, r in {list(RESOLUTIONS)}"
+    plot_fidelity(series, OUT / f"fidelity{suffix}.png", title=title)
     print(
-        f"\nMeasured vs predicted: {args.samples} sub-networks per backend at r in {list(RESOLUTIONS)}; calibration "
+        f"\nMeasured vs predicted ({args.precision}): {args.samples} sub-networks per backend at r in "
+        f"{list(RESOLUTIONS)}; calibration "
         f"and fits use the same half, figures are on the held-out half ({machine()})"
     )
     kinds = ("LUT sum", "calibrated", "LUT+fit", "fit only")
@@ -178,7 +187,7 @@ def main() -> int:
             for r in rows
         ],
     )
-    print(f"\nwrote {OUT / 'fidelity.json'}, {OUT / 'fidelity.png'} and fidelity-<backend>.jsonl")
+    print(f"\nwrote {OUT / f'fidelity{suffix}.json'}, {OUT / f'fidelity{suffix}.png'} and fidelity-<backend>.jsonl")
     return 0 if all(np.isfinite(r["LUT+fit"]["mape"]) for r in rows) else 1
 
 

@@ -263,3 +263,21 @@ def test_a_device_of_another_target_than_the_prediction_is_refused_unless_allowe
     [record] = doc["devices"]
     assert code == 0 and record["status"] == "deployed"
     assert "model Pixel 7 vs Pixel 2 (loopback)" in record["target_mismatch_allowed"]
+
+
+def test_an_int8_bundle_deploys_and_benchmarks_on_the_phones_as_int8(profile_yaml, phones, tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    bundle = tmp_path / "int8-160"
+    args = ["compile", "--arch", str(arch), "--backend", "tflite", "--width-mult", "1.2", "--precision", "int8"]
+    assert main([*args, "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    code, doc = run_json(capsys, bundle, profile_yaml, phones[:1], *LOOSE)
+    record = doc["devices"][0]
+    assert code == 0 and record["status"] == "deployed" and record["verified_on_device"], record
+    assert record["measured_ms"] > 0
+    on_device = installed(phones[0], "/data/local/tmp/ofa-deploy-installed", bundle)
+    assert on_device.read_bytes() == (bundle / "model.tflite").read_bytes()  # the int8 file itself ran there
+    # the target was configured for the bundle's precision; a --precision that contradicts it is refused
+    assert deploy(bundle, profile_yaml, phones[:1], *LOOSE, "--precision", "fp32") == 2
+    assert "was compiled for int8, not fp32" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import torch
 
 from ofa_deploy.cli.main import main
 from ofa_deploy.nn.supernet import OFAMobileNetV3
+from ofa_deploy.search.predictors import load_accuracy_predictor
 from ofa_deploy.space.arch import Arch, largest_arch, smallest_arch
 from ofa_deploy.train.checkpoint import TrainingDirectory
 
@@ -50,6 +51,48 @@ def test_json_lists_arch_records_with_accuracy(records, capsys):
     predictor = out.with_name("predictor.npz")
     assert main(["train-predictor", "--data", str(out), "--out", str(predictor), "--epochs", "5", "--hidden", "8"]) == 0
     assert predictor.stat().st_size > 0
+
+
+def test_int8_records_hold_the_accuracy_after_quantization(records, tmp_path, capsys):
+    _, argv = records
+    out = tmp_path / "int8.jsonl"
+    argv = [*argv[: argv.index("--samples")], "--samples", "4", "--calib-images", "32", "--out", str(out)]
+    assert main([*argv, "--precision", "int8", "--json", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed) == 6 and {r["precision"] for r in printed} == {"int8"}  # 4 sampled + largest + smallest
+    assert all(0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["accuracy_fp32"] <= 1.0 for r in printed)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == printed
+
+
+def test_int8_records_train_an_int8_predictor_that_search_sets_against_the_tables(
+    records, reference_dir, tmp_path, capsys
+):
+    out, argv = records
+    if not out.exists():
+        assert main(argv) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    int8 = tmp_path / "int8.jsonl"  # as `eval-subnets --precision int8` writes them
+    int8.write_text(
+        "".join(json.dumps({**r, "precision": "int8", "accuracy_fp32": r["accuracy"]}) + "\n" for r in lines)
+    )
+    predictor = tmp_path / "int8.npz"
+    assert (
+        main(["train-predictor", "--data", str(int8), "--out", str(predictor), "--epochs", "5", "--hidden", "8"]) == 0
+    )
+    assert load_accuracy_predictor(predictor).precision == "int8"
+    # a file that mixes precisions would teach the predictor two things at once
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        "".join(json.dumps({**r, "precision": ("int8", "fp32")[i % 2]}) + "\n" for i, r in enumerate(lines))
+    )
+    capsys.readouterr()
+    assert main(["train-predictor", "--data", str(mixed), "--out", str(tmp_path / "m.npz")]) == 2
+    assert "mixes accuracies of precisions ['fp32', 'int8']" in capsys.readouterr().err
+    # searching the float Note10 tables with it says the accuracies are another precision's
+    search = ["search", "--lut", str(reference_dir / "note10"), "--latency-ms", "30"]
+    search += ["--accuracy-predictor", str(predictor), "--generations", "2", "--population", "10"]
+    assert main([*search, "--out", str(tmp_path / "b.json")]) == 0
+    assert "learned int8 accuracies but the tables are fp32" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -74,6 +74,21 @@ def test_an_int8_table_records_its_precision_and_refuses_a_float_target(int8_lut
     assert "measured with precision='int8', this run has 'fp32'" in capsys.readouterr().err
 
 
+def test_int8_measurements_fit_an_int8_table_and_a_bundle_runs_its_own_precision(int8_lut, tmp_path, capsys):
+    measurements = tmp_path / "m.jsonl"
+    args = ["validate", "--lut", str(int8_lut), "--backend", "onnxruntime", "--precision", "int8", *QUICK]
+    saved = ["--save-measurements", str(measurements), "--out", str(tmp_path / "v")]
+    assert main([*args, "--samples", "6", "--no-save", *saved, "--no-progress"]) == 0
+    assert all(json.loads(line)["target"]["precision"] == "int8" for line in measurements.read_text().splitlines())
+    fitted = tmp_path / "fit.json"
+    assert main(["fit", "--measurements", str(measurements), "--out", str(fitted), "--no-progress"]) == 0
+    assert load_lut(fitted).precision == "int8"  # from the measurements' target record (no base to lend it)
+    capsys.readouterr()
+    fit = ["fit", "--measurements", str(measurements), "--precision", "fp32", "--out", str(tmp_path / "f2.json")]
+    assert main([*fit, "--no-progress"]) == 2
+    assert "was measured at int8" in capsys.readouterr().err
+
+
 def test_predict_and_search_say_the_precision(int8_lut, arch_file, tmp_path, capsys):
     assert main(["predict", "--lut", str(int8_lut), "--arch", str(arch_file)]) == 0
     assert "int8, r128" in capsys.readouterr().out
@@ -111,6 +126,8 @@ def test_onnx_artifact_is_integer_and_checked_against_float(arch_file, tmp_path,
     assert main(["benchmark", str(bundle), *QUICK, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["precision"] == "int8" and report["backend"] == "onnxruntime" and report["measured_ms"] > 0
+    assert main(["benchmark", str(bundle), "--precision", "fp32", *QUICK]) == 2
+    assert "was compiled for int8, not fp32" in capsys.readouterr().err
 
 
 def test_openvino_runs_the_quantized_layers_in_int8(arch_file, tmp_path):
@@ -150,7 +167,7 @@ def test_a_network_quantization_breaks_is_refused_and_kept_for_inspection(arch_f
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
-        (["--backend", "tflite", "--precision", "int8"], "backend tflite runs fp32 here, not int8"),
+        (["--backend", "tflite", "--precision", "fp16"], "backend tflite runs fp32 or int8 here, not fp16"),
         (["--backend", "tvm", "--precision", "int8"], "backend tvm runs fp32 here, not int8"),
         (["--backend", "onnxruntime", "--precision", "fp16"], "backend onnxruntime runs fp32 or int8 here"),
         (["--backend", "fpga", "--precision", "fp32"], "the DPU runs int8 only"),
@@ -196,3 +213,28 @@ def test_calibration_sources(tmp_path):
         CalibrationData.parse(f"imagefolder:{tmp_path / 'missing'}")
     with pytest.raises(BadInputError, match="1x3xRxR"):
         CalibrationData.parse("digits").inputs((1, 24, 16, 16), 2)
+
+
+def test_tflite_artifact_is_full_integer_and_checked_against_float(arch_file, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    ckpt = supernet(tmp_path / "sn")
+    bundle = tmp_path / "b"
+    args = ["compile", "--arch", str(arch_file), "--backend", "tflite", "--precision", "int8"]
+    assert main([*args, "--supernet", str(ckpt), "--calibration-data", "digits", "--out", str(bundle)]) == 0
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    tensors = {t["name"]: t for t in interpreter.get_tensor_details()}
+    weights = [t for name, t in tensors.items() if name.endswith("_weight")]
+    # weights, biases, int32 paddings and shapes; the float logits the DEQUANTIZE at the end writes
+    operands = ("_weight", "_bias", "_pads", "_shape", "_float")
+    activations = [t for name, t in tensors.items() if name.startswith("op") and not name.endswith(operands)]
+    assert weights and all(t["dtype"] == np.int8 for t in weights)
+    per_channel = [t for t in weights if len(t["quantization_parameters"]["scales"]) > 1]
+    assert len(per_channel) == len(weights) - 1  # every convolution per channel; the classifier per tensor
+    assert activations and [t["name"] for t in activations if t["dtype"] != np.int8] == []
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32  # float in and out, integer inside
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    v = manifest["verification"]
+    assert v["passed"] is True and v["top1_agreement"] >= MIN_TOP1_AGREEMENT and v["mean_cosine"] >= MIN_MEAN_COSINE
+    types = manifest["artifact"]["details"]["quantization"]["tensor_types"]
+    assert set(types["CONV_2D"]) == {"INT8/INT8/INT8"} and set(types["DEPTHWISE_CONV_2D"]) == {"INT8/INT8/INT8"}

@@ -52,10 +52,9 @@ from ofa_deploy.backends.adb.connection import (
     list_adb_devices,
 )
 from ofa_deploy.backends.adb.lock import DeviceLock, forget
-from ofa_deploy.backends.tflite import TFLiteBackend, tflite_artifact
+from ofa_deploy.backends.tflite import TFLiteBackend, tflite_artifact, tflite_model
 from ofa_deploy.errors import BadInputError, TargetUnavailableError
 from ofa_deploy.graph.ir import Graph, build_graph
-from ofa_deploy.graph.tflite_writer import to_tflite_bytes
 from ofa_deploy.space.ops import OpSpec
 
 __all__ = [
@@ -89,7 +88,7 @@ class AdbSettings(BackendSettings):
     device_dir: str = setting(DEFAULT_DEVICE_DIR, "device directory for the binary and models", LOCAL)
     taskset: str | None = setting(None, "hex CPU mask benchmark_model is pinned to, e.g. 'f0' for cores 4-7")
     xnnpack: bool = setting(True, "use the XNNPACK delegate")
-    precision: str = setting("fp32", "fp32 (the toolkit does not write int8 .tflite files yet)")
+    precision: str = setting("fp32", "fp32, or int8: full-integer .tflite (benchmark_model runs it as is)")
     cooldown_s: float = setting(0.0, "seconds to sleep between timing rounds on the phone")
     min_freq_khz: int = setting(
         0, "before each batch, the pinned cores must reach this frequency under load (0: no check)"
@@ -110,7 +109,7 @@ class AdbSettings(BackendSettings):
     )
 
     def validate(self) -> None:
-        check_precision("adb", self.precision, ("fp32",), "the toolkit does not write int8 .tflite files yet")
+        check_precision("adb", self.precision, ("fp32", "int8"), "fp16 runs through the GPU delegate, not built")
         for name in (
             "cooldown_s",
             "min_freq_khz",
@@ -335,7 +334,7 @@ class AdbBackend(RemoteDeviceBackend, Deployer, OutputParser):
         self.connection().call(self._ensure_ready, "preparing the device")
 
     def encode(self, graph: Graph) -> bytes:
-        return to_tflite_bytes(graph)
+        return tflite_model(graph, self.precision)
 
     def diagnose_target(self) -> list[Finding]:
         """The binary, the adb server, and every phone (backends/adb/doctor.py)."""
@@ -356,7 +355,7 @@ class AdbBackend(RemoteDeviceBackend, Deployer, OutputParser):
         return Reference(key, None, baseline_ms)
 
     def compile(self, graph: Graph, directory: Path) -> Artifact:
-        return tflite_artifact(graph, directory)
+        return tflite_artifact(graph, directory, self.precision, self.calibration_inputs)
 
     def load_artifact(self, directory: Path, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
         """Run the artifact with the host's LiteRT interpreter: the same .tflite file the phone runs,
@@ -451,7 +450,7 @@ class AdbBackend(RemoteDeviceBackend, Deployer, OutputParser):
 
     def _reference_path(self, key: str) -> str:
         if key not in self._references:
-            data = to_tflite_bytes(build_graph([OpSpec.from_key(key)]))
+            data = tflite_model(build_graph([OpSpec.from_key(key)]), self.precision)
             path = f"{MODELS}/reference-{hashlib.sha1(key.encode()).hexdigest()[:12]}.tflite"
             self.connection().call(lambda session: self._push_model(session, data, path), "pushing the reference")
             self._references[key] = path

@@ -156,16 +156,8 @@ class FpgaBackend(AnalyticalBackend, DesignSpace):
         report = self.estimate_layers(layers_from_graph(graph))
         (directory / MODEL_FILE).write_bytes(to_onnx_bytes(graph))
         (directory / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-        return Artifact(
-            COST_REPORT,
-            [REPORT_FILE, MODEL_FILE],
-            "input",
-            list(graph.input_shape),
-            "NCHW",
-            "output",
-            list(graph.output_shape),
-            details={"estimated_ms": report.latency_ms, "dpu": self.check()["target"], "xmodel": "not built"},
-        )
+        details = {"estimated_ms": report.latency_ms, "dpu": self.check()["target"], "xmodel": "not built"}
+        return Artifact.of_graph(COST_REPORT, [REPORT_FILE, MODEL_FILE], graph, details)
 
     def benchmark(self, directory: Path, artifact: Artifact, reference: Reference | None = None) -> LatencyEstimate:
         """Re-estimate the bundle's ONNX with this backend's DPU settings (an estimate, not a run)."""

@@ -37,6 +37,13 @@ class Artifact:
     output_shape: list[int]
     details: dict[str, Any] = field(default_factory=dict)  # backend-specific facts (target triple, engine version)
 
+    @classmethod
+    def of_graph(cls, kind: str, files: list[str], graph: Any, details: dict[str, Any] | None = None) -> Artifact:
+        """An NCHW artifact of ``graph`` (a :class:`~ofa_deploy.graph.ir.Graph`): fed its input as ``input``,
+        returning its output as ``output``."""
+        shapes = list(graph.input_shape), list(graph.output_shape)
+        return cls(kind, list(files), "input", shapes[0], "NCHW", "output", shapes[1], details or {})
+
     @property
     def main(self) -> str:
         return self.files[0]

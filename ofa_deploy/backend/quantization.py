@@ -191,6 +191,21 @@ def integer_summary(onnx_bytes: bytes) -> dict[str, Any]:
     }
 
 
+def any_batch_and_size(onnx_bytes: bytes) -> bytes:
+    """The model with its input's batch, height and width (and its output's batch) left free: one network
+    quantized once, then evaluated on batches of images of the size its data comes at (digits: r / 4)."""
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    for value, free in ((model.graph.input[0], (0, 2, 3)), (model.graph.output[0], (0,))):
+        dims = value.type.tensor_type.shape.dim
+        for axis in free:
+            if axis < len(dims):
+                dims[axis].dim_param = ("N", "C", "H", "W")[axis]
+    del model.graph.value_info[:]  # intermediate shapes depended on the fixed size
+    return model.SerializeToString()
+
+
 def onnx_at_precision(graph: Any, precision: str, calibration: Sequence[np.ndarray] | None = None) -> bytes:
     """``graph`` (a :class:`~ofa_deploy.graph.ir.Graph`) as ONNX: float32, or for ``int8`` its QDQ model
     calibrated on ``calibration`` (None: a few random inputs, which is all a latency measurement needs)."""

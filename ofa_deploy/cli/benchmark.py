@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ofa_deploy.backend.quantization import PRECISIONS
 from ofa_deploy.cli.common import (
     INSTANCES,
     ROUNDS,
@@ -68,6 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run an unsigned bundle's native library in this process (a TVM library without a device); "
         "only for bundles you built or trust",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="the precision the bundle must have been compiled for (a bundle runs its own; a model file is "
+        "timed as it is)",
+    )
     add_backend_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=checked(run))
@@ -76,7 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Benchmark a bundle on its target (or another), compare with its prediction, append the result to its manifest."""
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import make_backend, target_for_record, warn_if_busy
+    from ofa_deploy.cli.common import make_backend, run_bundle_precision, target_for_record, warn_if_busy
     from ofa_deploy.cli.output import format_table, print_json
     from ofa_deploy.deploy.bundle import benchmark_bundle, open_bundle, require_trusted_code
     from ofa_deploy.latency.table import load_lut
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.bundle)
     manifest = open_bundle(directory, Path(args.verify_key) if args.verify_key else None)
     settings = manifest.document["backend"].get("settings")  # as compiled (measurement ones), unless flags say
+    run_bundle_precision(args, settings, str(directory))
     device, recorded = target_for_record(args, manifest.backend_name, settings, str(directory))
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 3}) if timing else TimingOptions(instances=3)

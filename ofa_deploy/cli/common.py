@@ -282,6 +282,17 @@ def flag_settings(args: argparse.Namespace, backend: str) -> tuple[dict[str, Any
     return given, flags
 
 
+def run_bundle_precision(args: argparse.Namespace, settings: Any, where: str) -> None:
+    """A bundle runs the precision it was compiled for: configure the target for it (``args.precision``),
+    or refuse a ``--precision`` that says otherwise (exit 2)."""
+    compiled_at = (settings.get("precision") if isinstance(settings, dict) else None) or "fp32"
+    given = getattr(args, "precision", None)
+    if given is not None and given != compiled_at:
+        raise BadInputError(f"{where} was compiled for {compiled_at}, not {given}: compile it with --precision {given}")
+    if compiled_at != "fp32":  # an fp32 bundle leaves the target as configured (plugins may have no precision)
+        args.precision = compiled_at
+
+
 def resolve_profile(args: argparse.Namespace) -> DeviceProfile | None:
     """``--device``'s profile, else ``--backend``'s default one (None if it has none); BadInputError without either."""
     if args.device:

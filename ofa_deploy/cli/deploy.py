@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Deploy a verified bundle to every device named, locally or on ``--cluster``; exit code from the outcomes."""
     from ofa_deploy.backend.timing import TimingOptions
-    from ofa_deploy.cli.common import target_for_record
+    from ofa_deploy.cli.common import run_bundle_precision, target_for_record
     from ofa_deploy.cli.fleet_args import specs_from_args
     from ofa_deploy.deploy.bundle import open_bundle
     from ofa_deploy.fleet.deploy import (
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     key = Path(args.verify_key) if args.verify_key else None
     manifest = open_bundle(directory, key)  # a bundle that fails verification stops here (exit 2)
     settings = manifest.document["backend"].get("settings")
+    run_bundle_precision(args, settings, str(directory))
     profile, recorded = target_for_record(args, manifest.backend_name, settings, str(directory))
     timing = manifest.timing
     base = TimingOptions(**{**timing.to_dict(), "instances": 1}) if timing else None

@@ -21,6 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", help="resolutions to sample (default: those the supernet was trained at)")
     add_bounded(p, "--calib-images", CALIB_IMAGES, "training images for BN re-calibration (default 500)", default=500)
     add_bounded(p, "--seed", SEED, "random seed (default 0)", default=0)
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: each sub-network's accuracy after post-training quantization (QDQ, calibrated on "
+        "training images; 'accuracy_fp32' beside it), for an int8 accuracy predictor",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the records as one JSON list")
     p.set_defaults(run=checked(run))
@@ -59,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
     supernet.to(device)
     archs = archs_to_evaluate(args.samples, resolutions, args.seed)
     info(f"evaluating {len(archs)} sub-networks of {args.supernet} on {args.dataset} (held-out split)")
-    records = evaluate_archs(supernet, archs, data, args.calib_images, device, progress=not args.no_progress)
+    records = evaluate_archs(
+        supernet, archs, data, args.calib_images, device, progress=not args.no_progress, precision=args.precision
+    )
     atomic_write_text(out, "".join(strict_json(r) + "\n" for r in records))
     if args.json:
         print_json(records)
         return 0
     accuracy = [r["accuracy"] for r in records]
+    if args.precision == "int8":
+        drop = sorted(r["accuracy_fp32"] - r["accuracy"] for r in records)
+        median = drop[len(drop) // 2]
+        print(f"int8 quantization lost {drop[0]:+.3f}..{drop[-1]:+.3f} of top-1 (median {median:+.3f})")
     print(
         f"wrote {out}: {len(records)} sub-networks, top-1 largest {accuracy[0]:.3f}, smallest {accuracy[1]:.3f}, "
         f"range {min(accuracy):.3f}..{max(accuracy):.3f} (use it with `train-predictor --data {out}`)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ofa_deploy.backend.quantization import PRECISIONS
 from ofa_deploy.cli.common import SEED, WIDTH_MULT, add_allow_target_mismatch, add_bounded, checked
 
 
@@ -28,6 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="resolutions to write entries for, e.g. 160,176 or 'all' (default: the measured ones plus the base's)",
     )
     add_bounded(p, "--seed", SEED, "seed of the cross-validation split (default 0)", default=0)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="precision the measurements were taken at (default: their target record's, else the base LUT's)",
+    )
     add_allow_target_mismatch(p, "measurements")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the fit summary as one JSON document")
@@ -75,7 +81,11 @@ def _run(args: argparse.Namespace, out) -> int:
     info(f"fitting {len(measurements)} measurements" + (f" on top of {args.lut}" if base else " (no base table)"))
     result = fit_measurements(measurements, width, base=base, seed=args.seed, progress=not args.no_progress)
     resolutions = requested or sorted(set(result.measured_resolutions) | set(base.resolutions if base else ()))
-    table = fitted_table(result, resolutions, width, base=base, seed=args.seed, target=target)
+    if args.precision and target is not None and target.precision not in (None, args.precision):
+        raise BadInputError(
+            f"--precision {args.precision}: {args.measurements} was measured at {target.precision} (its target record)"
+        )
+    table = fitted_table(result, resolutions, width, base, args.seed, target, args.precision)
     if mismatch:
         table.metadata.fit["target_mismatch_allowed"] = mismatch
     table.save(out)

@@ -95,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         if limit is not None
     ]
     objective = choose_objective(args.accuracy_predictor, width_mult, resolutions)
+    if objective.is_accuracy and {t.precision for t in tables} != {objective.precision}:
+        info(
+            f"note: the accuracy predictor learned {objective.precision} accuracies but the tables are "
+            f"{', '.join(sorted({t.precision for t in tables}))}: quantization changes accuracy differently per "
+            "network (train one with `eval-subnets --precision int8` and `train-predictor`)"
+        )
     config = SearchConfig(args.population, args.generations, seed=args.seed, progress=not args.no_progress)
     out = Path(args.out)
     if args.pareto:
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         arch, score, seconds = result.arch, result.score, result.seconds
     if not objective.is_accuracy:
         info("note: no --accuracy-predictor: maximised FLOPs as a PROXY for accuracy (accuracy is reported as null)")
+
     batch = ArchBatch.from_archs([arch])
     latency_ms = {n: float(t.predict_batch(batch)[0]) for n, t in zip(names, tables)}
     precision = {n: t.precision for n, t in zip(names, tables)}  # each table's own: what its target runs

@@ -25,16 +25,17 @@ def run(args: argparse.Namespace) -> int:
     """Train an accuracy predictor on ``--data``, save it as ``.npz`` and print its held-out RMSE and Kendall tau."""
     from ofa_deploy.cli.output import print_json
     from ofa_deploy.errors import BadInputError
-    from ofa_deploy.search.predictors import load_dataset, train_predictor
+    from ofa_deploy.search.predictors import load_dataset_with_precision, train_predictor
 
     hidden = tuple(args.hidden)  # parsed and range-checked with the other flags, before any work
     out = Path(args.out)
     if out.suffix != ".npz":
         raise BadInputError(f"--out: predictors are saved as .npz (plain arrays, no pickles), got '{out.name}'")
-    archs, accuracy = load_dataset(args.data)
+    archs, accuracy, precision = load_dataset_with_precision(args.data)
     predictor, metrics = train_predictor(
         archs, accuracy, hidden=hidden, epochs=args.epochs, held_out=args.held_out, seed=args.seed
     )
+    predictor.meta["precision"] = precision
     out.parent.mkdir(parents=True, exist_ok=True)
     predictor.save(out)
     if args.json:

@@ -413,11 +413,13 @@ def fitted_table(
     base: LatencyTable | None = None,
     seed: int = 0,
     target: TargetFingerprint | None = None,
+    precision: str | None = None,
 ) -> LatencyTable:
     """The fit as an ordinary LUT: entries at ``resolutions``, the bias as the per-call overhead. Its
     target is ``target``, the one the measurements were made on (:func:`measured_target`), where they
     say; else the base table's. A base of the same backend also lends its settings, timing and drift
-    reference."""
+    reference. The precision is the measurements' (``precision``, else the target's), never the base's: an
+    fp32 base fits int8 measurements into an int8 table."""
     tables: dict[int, dict[str, dict[str, float]]] = {}
     for r in resolutions:
         values = result.parameters.entries(result.basis(r))
@@ -451,6 +453,9 @@ def fitted_table(
         inherited.update({k: v for k, v in measured.items() if v is not None})
         if target.identity:
             inherited.pop("conditions", None)  # the base device's conditions say nothing about this one
+    precision = precision or (target.precision if target is not None else None)
+    if precision is not None:
+        inherited["settings"] = {**inherited.get("settings", {}), "precision": precision}
     metadata = TableMetadata.new(
         **inherited,
         width_mult=width_mult,

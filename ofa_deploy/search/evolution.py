@@ -102,10 +102,11 @@ class Objective:
     name: str
     score: Callable[[ArchBatch], np.ndarray]
     is_accuracy: bool
+    precision: str | None = None  # an accuracy predictor's: the precision its accuracies were measured at
 
     @classmethod
     def accuracy(cls, predictor: MLPPredictor) -> Objective:
-        return cls("predicted top-1 accuracy", predictor.predict_batch, True)
+        return cls("predicted top-1 accuracy", predictor.predict_batch, True, predictor.precision)
 
     @classmethod
     def flops_proxy(cls, width_mult: float, resolutions: Sequence[int]) -> Objective:

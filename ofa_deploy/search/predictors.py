@@ -110,6 +110,12 @@ class MLPPredictor:
         value = self.meta.get("width_mult")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    @property
+    def precision(self) -> str:
+        """The precision the accuracies it learned were measured at (``eval-subnets --precision``; the
+        official predictor and older files: fp32)."""
+        return str(self.meta.get("precision") or "fp32")
+
     def save(self, path: str | Path) -> None:
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
         header = {"format": FORMAT, "encoding": self.encoding, "layers": len(self.weights), **self.meta}
@@ -202,6 +208,13 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
     In CSV, list fields are JSON (``"[3,5,7,...]"``) or space/semicolon separated. Accuracies
     above 1 are read as percentages.
     """
+    archs, acc, _ = load_dataset_with_precision(path)
+    return archs, acc
+
+
+def load_dataset_with_precision(path: str | Path) -> tuple[list[Arch], np.ndarray, str]:
+    """:func:`load_dataset` and the precision the accuracies were measured at: the records' ``precision``
+    (``eval-subnets --precision int8`` writes it), fp32 where none says; a file mixing them is refused."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such dataset file")
@@ -231,10 +244,11 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
                 records.append({k: _csv_value(v) for k, v in row.items()})
             except ValueError as exc:
                 raise BadInputError(f"{path}:{n}: {exc}") from None
-    archs, accs = [], []
+    archs, accs, precisions = [], [], set()
     for n, record in enumerate(records, 1):
         if not isinstance(record, dict):
             raise BadInputError(f"{path}: record {n} is not an object with arch fields and 'accuracy'")
+        precisions.add(str(record.get("precision") or "fp32"))
         if "accuracy" not in record:
             raise BadInputError(f"{path}: record {n} has no 'accuracy'")
         archs.append(Arch.from_dict(record, source=f"{path} record {n}"))
@@ -252,10 +266,12 @@ def load_dataset(path: str | Path) -> tuple[list[Arch], np.ndarray]:
         accs.append(accuracy)
     if len(archs) < 10:
         raise BadInputError(f"{path}: {len(archs)} records; at least 10 are needed to train and hold some out")
+    if len(precisions) > 1:
+        raise BadInputError(f"{path}: mixes accuracies of precisions {sorted(precisions)}; train on one of them")
     acc = np.asarray(accs, dtype=np.float32)
     if acc.max() > 1.0:
         acc = acc / 100.0
-    return archs, acc
+    return archs, acc, precisions.pop()
 
 
 def _csv_value(text: str) -> Any:
