@@ -33,6 +33,8 @@ def documented_commands(path: Path) -> list[tuple[int, str]]:
         text = line.strip()
         if pending:
             pending += " " + text.rstrip("\\").strip()
+        elif re.match(r"^ofa-deploy [\w-]+: ", text):  # what the CLI printed (`ofa-deploy compile: error: ...`)
+            continue
         elif re.match(r"^(\$ )?ofa-deploy(\s|$)", text):
             pending, start = text.removeprefix("$ ").rstrip("\\").strip(), number
         else:
