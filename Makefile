@@ -65,6 +65,6 @@ bench: $(STAMP)
 		&& ../$(BIN)/python bench_search.py && ../$(BIN)/python bench_adb_loopback.py \
 		&& ../$(BIN)/python bench_fpga.py && ../$(BIN)/python bench_repeatability.py && ../$(BIN)/python bench_fidelity.py \
 		&& ../$(BIN)/python bench_fit_sample_size.py && ../$(BIN)/python bench_error_sources.py \
-		&& ../$(BIN)/python bench_tvm.py && ../$(BIN)/python bench_fleet.py && ../$(BIN)/python bench_int8.py \
+		&& ../$(BIN)/python bench_tvm.py && ../$(BIN)/python bench_fleet.py && ../$(BIN)/python bench_int8.py && ../$(BIN)/python bench_int8_accuracy.py \
 		&& ../$(BIN)/python bench_progressive_shrinking.py
 	@echo "bench_nvidia.py needs an NVIDIA GPU: run it there (see benchmarks/README.md)"
