@@ -67,6 +67,10 @@ def _run(args: argparse.Namespace, out) -> int:
     requested = parse_resolutions(args.resolutions) if args.resolutions else None
     measurements, lines_width = read_measurements(args.measurements)
     target, mismatch = measured_target(measurements, args.measurements, args.allow_target_mismatch)
+    if args.precision and target is not None and target.precision not in (None, args.precision):
+        raise BadInputError(
+            f"--precision {args.precision}: {args.measurements} was measured at {target.precision} (its target record)"
+        )
     base = load_lut(args.lut, args.width_mult) if args.lut else None
     if args.width_mult is not None:
         width = args.width_mult
@@ -81,10 +85,6 @@ def _run(args: argparse.Namespace, out) -> int:
     info(f"fitting {len(measurements)} measurements" + (f" on top of {args.lut}" if base else " (no base table)"))
     result = fit_measurements(measurements, width, base=base, seed=args.seed, progress=not args.no_progress)
     resolutions = requested or sorted(set(result.measured_resolutions) | set(base.resolutions if base else ()))
-    if args.precision and target is not None and target.precision not in (None, args.precision):
-        raise BadInputError(
-            f"--precision {args.precision}: {args.measurements} was measured at {target.precision} (its target record)"
-        )
     table = fitted_table(result, resolutions, width, base, args.seed, target, args.precision)
     if mismatch:
         table.metadata.fit["target_mismatch_allowed"] = mismatch

@@ -79,23 +79,39 @@ class CompileResult:
     manifest: dict[str, Any]
 
 
+def _outputs(
+    backend: Backend, directory: Path, artifact: Artifact, net: torch.nn.Module, inputs: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """torch's and the artifact's logits on the same NCHW ``inputs`` (fed in the artifact's layout); None
+    when the backend cannot return outputs (e.g. a cost model)."""
+    run = backend.load_artifact(directory, artifact)
+    if run is None:
+        return None
+    expected, got = [], []
+    for x in inputs:
+        with torch.no_grad():
+            expected.append(net(torch.from_numpy(x)).numpy())
+        fed = x.transpose(0, 2, 3, 1).copy() if artifact.layout == "NHWC" else x
+        got.append(np.asarray(run(fed)).reshape(expected[-1].shape))
+    return expected, got
+
+
+def _no_outputs(backend: Backend) -> dict:
+    return {"against": None, "passed": None, "skipped": f"backend '{backend.name}' does not return outputs"}
+
+
 def _verify(backend: Backend, directory: Path, artifact: Artifact, net: torch.nn.Module, r: int, n: int = 3) -> dict:
     """Run the artifact and torch on the same random inputs; the largest logit difference
     (skipped, and said so, when the backend cannot return outputs, e.g. a cost model)."""
-    run = backend.load_artifact(directory, artifact)
-    if run is None:
-        return {"against": None, "passed": None, "skipped": f"backend '{backend.name}' does not return outputs"}
     rng = np.random.default_rng(0)
+    outputs = _outputs(
+        backend, directory, artifact, net, [rng.standard_normal((1, 3, r, r), np.float32) for _ in range(n)]
+    )
+    if outputs is None:
+        return _no_outputs(backend)
     tolerance = backend.verify_tolerance  # e.g. looser for fp16 GPU engines
-    worst = scale = 0.0
-    for _ in range(n):
-        x = rng.standard_normal((1, 3, r, r), dtype=np.float32)
-        with torch.no_grad():
-            expected = net(torch.from_numpy(x)).numpy()
-        fed = x.transpose(0, 2, 3, 1).copy() if artifact.layout == "NHWC" else x
-        got = np.asarray(run(fed)).reshape(expected.shape)
-        worst = max(worst, float(np.abs(got - expected).max()))
-        scale = max(scale, float(np.abs(expected).max()))
+    worst = max(float(np.abs(g - e).max()) for e, g in zip(*outputs))
+    scale = max(float(np.abs(e).max()) for e in outputs[0])
     # Relative to the logits' scale (at least 1): a trained network's logits on random inputs can reach 1e4 and
     # more, where float32 summation order alone moves them by far more than an absolute 1e-4.
     relative = worst / max(1.0, scale)
@@ -117,17 +133,10 @@ def _verify_int8(
     cosine similarity of the logits (see :func:`ofa_deploy.backend.quantization.compare_to_float`).
     With random weights the figures are recorded but not held to the thresholds: an untrained
     network's logits barely depend on its input, so its top-1 class is a near-tie either way."""
-    net = subnet.net
-    run = backend.load_artifact(directory, artifact)
-    if run is None:
-        return {"against": None, "passed": None, "skipped": f"backend '{backend.name}' does not return outputs"}
-    expected, got = [], []
-    for x in inputs:
-        with torch.no_grad():
-            expected.append(net(torch.from_numpy(x)).numpy())
-        fed = x.transpose(0, 2, 3, 1).copy() if artifact.layout == "NHWC" else x
-        got.append(np.asarray(run(fed)).reshape(expected[-1].shape))
-    result = {"precision": "int8", **compare_to_float(expected, got)}
+    outputs = _outputs(backend, directory, artifact, subnet.net, inputs)
+    if outputs is None:
+        return _no_outputs(backend)
+    result = {"precision": "int8", **compare_to_float(*outputs)}
     if subnet.weights == "random":
         result["skipped"] = "random weights: agreement with float32 says nothing about a trained network's"
         result["passed"] = None

@@ -32,7 +32,7 @@ def subnet_accuracy(
 ) -> float:
     """Top-1 (0..1) of ``arch`` on the held-out split after re-calibrating its BN statistics."""
     net = calibrated_subnet(supernet, arch, data, calib_images, device, seed)
-    return _top1(lambda x: net(x.to(device)).argmax(1).cpu(), data, arch.r, held_out_images, seed)
+    return _float_top1(net, data, arch.r, device, held_out_images, seed)
 
 
 @torch.no_grad()
@@ -53,6 +53,13 @@ def calibrated_subnet(
         net, ((x.to(device), y) for x, y in data.eval_batches("train", arch.r, EVAL_BATCH, calib_images, seed))
     )
     return net.eval()
+
+
+@torch.no_grad()
+def _float_top1(
+    net: torch.nn.Module, data: TrainingData, r: int, device: torch.device | str, limit: int | None, seed: int
+) -> float:
+    return _top1(lambda x: net(x.to(device)).argmax(1).cpu(), data, r, limit, seed)
 
 
 def _top1(predict: Callable[[torch.Tensor], torch.Tensor], data: TrainingData, r: int, limit: int | None, seed: int):
@@ -124,7 +131,7 @@ def evaluate_archs(
     for arch in tqdm(archs, desc="evaluating", unit="subnet", disable=not progress or None, leave=False):
         if precision == "int8":
             net = calibrated_subnet(supernet, arch, data, calib_images, device)
-            fp32 = _top1(lambda x, net=net: net(x.to(device)).argmax(1).cpu(), data, arch.r, None, 0)
+            fp32 = _float_top1(net, data, arch.r, device, None, 0)
             int8 = int8_accuracy(net, arch, supernet.width_mult, data)
             record = {**arch.to_dict(), "accuracy": int8, "accuracy_fp32": fp32, "precision": "int8"}
         else:
