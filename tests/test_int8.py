@@ -238,3 +238,20 @@ def test_tflite_artifact_is_full_integer_and_checked_against_float(arch_file, tm
     assert v["passed"] is True and v["top1_agreement"] >= MIN_TOP1_AGREEMENT and v["mean_cosine"] >= MIN_MEAN_COSINE
     types = manifest["artifact"]["details"]["quantization"]["tensor_types"]
     assert set(types["CONV_2D"]) == {"INT8/INT8/INT8"} and set(types["DEPTHWISE_CONV_2D"]) == {"INT8/INT8/INT8"}
+
+
+def test_precision_for_a_backend_without_the_setting_is_one_line(monkeypatch):
+    """A plugin backend whose settings have no ``precision``: --precision names it, before any work."""
+    import argparse
+
+    from ofa_deploy.backend.settings import BackendSettings
+    from ofa_deploy.cli import common
+
+    class Plain:
+        Settings = BackendSettings
+
+    monkeypatch.setattr(common, "backend_class", lambda name: Plain)
+    monkeypatch.setattr(common, "backend_options", lambda: {})
+    with pytest.raises(BadInputError, match="--precision int8: backend 'plain' has no precision setting"):
+        common.flag_settings(argparse.Namespace(precision="int8"), "plain")
+    assert common.flag_settings(argparse.Namespace(precision=None), "plain") == ({}, [])
